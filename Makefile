@@ -1,0 +1,35 @@
+# The two commands a newcomer runs: `make run` (gateway + embedded demo) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || tools/ensure-debian-packages.sh python3-venv
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+run: $(STAMP)
+	$(PY) -m gateway.demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: $(STAMP) lint typecheck
+	tools/ensure-debian-packages.sh chromium:chromium
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	tools/ensure-debian-packages.sh nginx:nginx wrk:wrk taskset:util-linux
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis
