@@ -1,0 +1,85 @@
+"""W3C Trace Context level 1: the ``traceparent`` request header and the ``traceresponse`` response header.
+
+See https://www.w3.org/TR/trace-context/ and https://w3c.github.io/trace-context/#traceresponse-header.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gateway.context import Extracted, TraceContext
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+TRACERESPONSE = "traceresponse"
+TRACEPARENT_BYTES = TRACEPARENT.encode("ascii")
+TRACESTATE_BYTES = TRACESTATE.encode("ascii")
+TRACERESPONSE_BYTES = TRACERESPONSE.encode("ascii")
+
+# Version 00 is 55 characters; later versions may append fields, so leave them room.
+MAX_VALUE_LENGTH = 128
+
+DUPLICATE_HEADER = "duplicate_header"
+OVERSIZED_HEADER = "oversized_header"
+MALFORMED_TRACEPARENT = "malformed_traceparent"
+UNSUPPORTED_VERSION = "unsupported_version"
+MALFORMED_TRACE_ID = "malformed_trace_id"
+MALFORMED_SPAN_ID = "malformed_span_id"
+MALFORMED_FLAGS = "malformed_flags"
+INVALID_REASONS = (
+    DUPLICATE_HEADER,
+    OVERSIZED_HEADER,
+    MALFORMED_TRACEPARENT,
+    UNSUPPORTED_VERSION,
+    MALFORMED_TRACE_ID,
+    MALFORMED_SPAN_ID,
+    MALFORMED_FLAGS,
+)
+
+_VERSION_00_LENGTH = 55
+_SAMPLED_FLAG = 0x01
+# The spec's HEXDIGLC: upper-case hex is invalid.
+_HEX2 = re.compile(r"[0-9a-f]{2}")
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_INVALID = {reason: Extracted(invalid=reason) for reason in INVALID_REASONS}
+
+
+def parse_traceparent(value: str) -> Extracted:
+    """Parse ``{version}-{trace-id}-{parent-id}-{flags}``; the parent-id becomes the context's span id.
+
+    Version 00 must be exactly that. A higher version is read as the spec's "Versioning of traceparent"
+    asks: the version 00 fields, then either the end of the value or a dash and whatever follows. Version
+    ``ff`` is invalid. Only the sampled flag is read.
+    """
+    if len(value) > MAX_VALUE_LENGTH:
+        return _INVALID[OVERSIZED_HEADER]
+    if len(value) < _VERSION_00_LENGTH or value[2] != "-" or value[35] != "-" or value[52] != "-":
+        return _INVALID[MALFORMED_TRACEPARENT]
+    version = value[:2]
+    if _HEX2.fullmatch(version) is None or version == "ff":
+        return _INVALID[UNSUPPORTED_VERSION]
+    if len(value) > _VERSION_00_LENGTH and (version == "00" or value[_VERSION_00_LENGTH] != "-"):
+        return _INVALID[MALFORMED_TRACEPARENT]
+    trace_hex, span_hex, flags_hex = value[3:35], value[36:52], value[53:55]
+    if _HEX32.fullmatch(trace_hex) is None or trace_hex == "0" * 32:
+        return _INVALID[MALFORMED_TRACE_ID]
+    if _HEX16.fullmatch(span_hex) is None or span_hex == "0" * 16:
+        return _INVALID[MALFORMED_SPAN_ID]
+    if _HEX2.fullmatch(flags_hex) is None:
+        return _INVALID[MALFORMED_FLAGS]
+    sampled = bool(int(flags_hex, 16) & _SAMPLED_FLAG)
+    return Extracted(context=TraceContext(int(trace_hex, 16), int(span_hex, 16), None, sampled), sampled=sampled)
+
+
+def format_traceparent(ctx: TraceContext) -> str:
+    """A version 00 ``traceparent`` for ``ctx``; W3C has no deferred decision, so a deferred one is ``00``."""
+    return _format(ctx.trace_id, ctx.span_id, bool(ctx.sampled or ctx.debug))
+
+
+def format_traceresponse(trace_id: int, span_id: int, sampled: bool) -> str:
+    return _format(trace_id, span_id, sampled)
+
+
+def _format(trace_id: int, span_id: int, sampled: bool) -> str:
+    return f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}"
