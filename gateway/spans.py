@@ -1,0 +1,190 @@
+"""Zipkin v2 spans for one proxied request, encoded with py_zipkin's V2 JSON encoder (not its tracer)."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from py_zipkin import Kind
+from py_zipkin.encoding import Endpoint, Span
+from py_zipkin.encoding._encoders import _V2JSONEncoder
+
+from gateway.context import MAX_64BIT
+from gateway.routes import Upstream
+
+HTTP_HOST = "http.host"
+HTTP_METHOD = "http.method"
+HTTP_PATH = "http.path"
+HTTP_STATUS_CODE = "http.status_code"
+ERROR = "error"
+
+# The encoder writes int(seconds * 1e6); 1e-6 * 1e6 is exactly 1.0, so this is the shortest span it writes as 1.
+_ONE_MICROSECOND = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What the gateway saw of one sampled request; the reporter turns it into spans off the request path."""
+
+    trace_id: int
+    server_span_id: int
+    client_span_id: int
+    parent_id: int | None  # the trusted incoming span id, None at the root
+    debug: bool
+    name: str  # "<METHOD> <route or path>"
+    method: str
+    path: str
+    host: str
+    status_code: int | None  # what the client got; None when no response was sent
+    upstream_status_code: int | None  # what the upstream answered; None when it did not
+    error: str | None  # e.g. "upstream timed out"; becomes the `error` tag
+    client_host: str | None
+    client_port: int | None
+    upstream: Upstream
+    server_start: float  # epoch seconds
+    server_duration: float  # seconds
+    client_start: float
+    client_duration: float
+
+
+def local_endpoint(service_name: str, host: str, port: int) -> Endpoint:
+    """The gateway's own endpoint, built once: an IP only when ``host`` is a specific IP literal.
+
+    Unlike py_zipkin's ``create_endpoint``, never a DNS lookup. The service name is lowercased, as
+    zipkin2's ``Endpoint.Builder`` stores it.
+    """
+    ipv4, ipv6 = _ip_fields(host)
+    return Endpoint(service_name=service_name.lower() or None, ipv4=ipv4, ipv6=ipv6, port=port or None)
+
+
+def build_spans(exchange: Exchange, local: Endpoint) -> tuple[Span, Span]:
+    """The SERVER span for the request the gateway received and the CLIENT span, its child, for the upstream call.
+
+    Tags follow Brave's HTTP conventions: ``error`` carries the gateway's error message when it has one, else
+    the status code when it is not 1xx-3xx (Brave's ``HttpResponseParser``), on both spans. The SERVER span has
+    the status the client got, the CLIENT span the one the upstream answered (none when it did not answer).
+    """
+    trace_id = _trace_id_hex(exchange.trace_id)
+    server_id = _span_id_hex(exchange.server_span_id)
+    server = Span(
+        trace_id=trace_id,
+        name=exchange.name,
+        parent_id=None if exchange.parent_id is None else _span_id_hex(exchange.parent_id),
+        span_id=server_id,
+        kind=Kind.SERVER,
+        timestamp=exchange.server_start,
+        duration=exchange.server_duration,
+        local_endpoint=local,
+        remote_endpoint=_client_endpoint(exchange.client_host, exchange.client_port),
+        debug=exchange.debug,
+        tags=_http_tags(exchange, exchange.status_code),
+    )
+    client = Span(
+        trace_id=trace_id,
+        name=exchange.name,
+        parent_id=server_id,
+        span_id=_span_id_hex(exchange.client_span_id),
+        kind=Kind.CLIENT,
+        timestamp=exchange.client_start,
+        duration=exchange.client_duration,
+        local_endpoint=local,
+        remote_endpoint=_upstream_endpoint(exchange.upstream),
+        debug=exchange.debug,
+        tags=_http_tags(exchange, exchange.upstream_status_code),
+    )
+    return server, client
+
+
+def encode_batch(spans: Sequence[Span]) -> bytes:
+    """A Zipkin v2 JSON list (``ListOfSpans``), as the collector's POST /api/v2/spans takes it."""
+    return _ENCODER.encode_queue([_ENCODER.encode_span(span) for span in spans]).encode("utf-8")
+
+
+def _trace_id_hex(trace_id: int) -> str:
+    return f"{trace_id:032x}" if trace_id > MAX_64BIT else f"{trace_id:016x}"
+
+
+def _span_id_hex(span_id: int) -> str:
+    return f"{span_id:016x}"
+
+
+class _ZipkinV2JSONEncoder(_V2JSONEncoder):
+    """py_zipkin's encoder, with the two things it gets wrong for the gateway's spans put right."""
+
+    def encode_span(self, span: Span) -> str:
+        encoded = super().encode_span(_at_least_one_microsecond(span))
+        return _with_debug(encoded) if span.debug else encoded
+
+
+_ENCODER = _ZipkinV2JSONEncoder()
+
+
+def _at_least_one_microsecond(span: Span) -> Span:
+    # The spec's Span.duration has `minimum: 1` ("Durations of less than one are rounded up"); the encoder would
+    # write a sub-microsecond span as 0 and drop a zero one. A copy: encoding leaves the caller's span as it was.
+    if span.duration is None or span.duration >= _ONE_MICROSECOND:
+        return span
+    clamped = copy.copy(span)
+    clamped.duration = _ONE_MICROSECOND
+    return clamped
+
+
+def _with_debug(encoded: str) -> str:
+    # The encoder never writes `debug`. Its json.dumps of a non-empty dict always opens with '{', so the field goes
+    # in front rather than through a decode and re-encode.
+    return '{"debug": true, ' + encoded[1:]
+
+
+def _http_tags(exchange: Exchange, status_code: int | None) -> dict[str, str | None]:
+    tags: dict[str, str | None] = {HTTP_METHOD: exchange.method, HTTP_PATH: exchange.path}
+    if exchange.host:
+        tags[HTTP_HOST] = exchange.host
+    if status_code is not None:
+        tags[HTTP_STATUS_CODE] = str(status_code)
+    error = _error(exchange.error, status_code)
+    if error is not None:
+        tags[ERROR] = error
+    return tags
+
+
+def _error(message: str | None, status_code: int | None) -> str | None:
+    if message:
+        return message
+    if status_code is not None and not 100 <= status_code <= 399:
+        return str(status_code)
+    return None
+
+
+def _client_endpoint(host: str | None, port: int | None) -> Endpoint | None:
+    ipv4, ipv6 = _ip_fields(host) if host else (None, None)
+    if ipv4 is None and ipv6 is None and not port:
+        return None
+    return Endpoint(service_name=None, ipv4=ipv4, ipv6=ipv6, port=port or None)
+
+
+@lru_cache(maxsize=64)
+def _upstream_endpoint(upstream: Upstream) -> Endpoint:
+    ipv4, ipv6 = _ip_fields(upstream.host)
+    # A service name is a label in the service graph; an IP literal is not one.
+    service_name = upstream.host if ipv4 is None and ipv6 is None else None
+    return Endpoint(service_name=service_name, ipv4=ipv4, ipv6=ipv6, port=upstream.port)
+
+
+@lru_cache(maxsize=1024)
+def _ip_fields(host: str) -> tuple[str | None, str | None]:
+    """(ipv4, ipv6) for an IP literal, (None, None) for a name or an unspecified address."""
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])  # without an IPv6 zone ('fe80::1%eth0')
+    except ValueError:
+        return None, None
+    if address.is_unspecified:
+        return None, None
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address), None
+    # "Prefer using the ipv4 field for mapped addresses" (zipkin2-api.yaml, Endpoint.ipv6).
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped), None
+    return None, str(address)
