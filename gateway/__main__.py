@@ -1,0 +1,105 @@
+"""`ingress-gateway`: validate the settings, then serve with uvicorn (uvloop + httptools) and the admin listener."""
+
+from __future__ import annotations
+
+import logging.config
+import os
+import shutil
+import sys
+import tempfile
+
+from pydantic import ValidationError
+
+from gateway.settings import Settings, describe
+
+EXIT_BAD_SETTINGS = 2
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+logger = logging.getLogger("gateway")
+
+
+def main() -> None:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            print(describe(error), file=sys.stderr)
+        sys.exit(EXIT_BAD_SETTINGS)
+    sys.exit(serve(settings))
+
+
+def serve(settings: Settings) -> int:
+    multiproc_dir = None
+    if settings.workers > 1:
+        # Must be set before prometheus_client is imported anywhere, here and in the workers uvicorn spawns.
+        multiproc_dir = tempfile.mkdtemp(prefix="ingress-gateway-metrics-")
+        os.environ[MULTIPROC_ENV] = multiproc_dir
+    try:
+        return _serve(settings)
+    finally:
+        if multiproc_dir is not None:
+            shutil.rmtree(multiproc_dir, ignore_errors=True)
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from gateway.admin import AdminServer
+    from gateway.app import build_route_table, create_app
+    from gateway.logs import logging_config
+    from gateway.routes import RouteFileError
+
+    log_config = logging_config(settings.log_level)
+    logging.config.dictConfig(log_config)
+    try:
+        build_route_table(settings)
+    except (RouteFileError, ValueError) as exc:
+        print(f"GATEWAY_ROUTES_FILE: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+
+    if settings.workers > 1:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        target: object = "gateway.app:create_app"
+    else:
+        app = create_app(settings)
+        registry = app.metrics.registry
+        target = app
+
+    admin = None
+    if settings.admin_port:
+        try:
+            admin = AdminServer(settings.host, settings.admin_port, registry)
+        except OSError as exc:
+            print(f"GATEWAY_ADMIN_PORT: cannot listen on {settings.host}:{settings.admin_port}: {exc}", file=sys.stderr)
+            return EXIT_BAD_SETTINGS
+        admin.start()
+    try:
+        uvicorn.run(
+            target,  # type: ignore[arg-type]
+            factory=settings.workers > 1,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers if settings.workers > 1 else None,
+            loop="uvloop",
+            http="httptools",
+            ws="none",
+            lifespan="on",
+            # The client address must be the peer's: X-Forwarded-For from the internet must not make it trusted.
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
+            access_log=False,
+            log_config=log_config,
+            timeout_graceful_shutdown=int(max(1, settings.shutdown_timeout)),
+        )
+    finally:
+        if admin is not None:
+            admin.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    main()

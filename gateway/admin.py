@@ -1,0 +1,70 @@
+"""The admin listener: /live, /ready and /metrics, served from the main process beside uvicorn.
+
+It runs in a thread of the process that started uvicorn, so that one port serves every worker: with several
+workers it reads prometheus-client's multiprocess files; with one, the app's own registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+READY_METRIC = "gateway_worker_ready"
+
+logger = logging.getLogger("gateway.admin")
+
+
+class AdminServer:
+    def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        handler = _handler_for(registry)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="admin", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+        logger.info("admin listening on port %d", self.port, extra={"port": self.port})
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+def is_ready(registry: CollectorRegistry) -> bool:
+    return (registry.get_sample_value(READY_METRIC) or 0.0) > 0.0
+
+
+def _handler_for(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/live":
+                self._reply(200, b"live\n", "text/plain; charset=utf-8")
+            elif path == "/ready":
+                ready = is_ready(registry)
+                self._reply(200 if ready else 503, b"ready\n" if ready else b"not ready\n", "text/plain")
+            elif path == "/metrics":
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            else:
+                self._reply(404, b"not found: try /live, /ready or /metrics\n", "text/plain")
+
+        def _reply(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return None
+
+    return Handler

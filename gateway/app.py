@@ -1,0 +1,438 @@
+"""The request flow: decide, propagate, forward, relay, record. Plain ASGI, no framework on the hot path.
+
+`create_app()` is uvicorn's factory: each worker builds its own app from `Settings()`; tests pass their own settings
+and collaborators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+from gateway.context import NO_CONTEXT, IdGenerator, RandomIdGenerator, TraceContext
+from gateway.forwarding import downstream_response_headers, upstream_request_headers
+from gateway.logs import ACCESS_LOGGER
+from gateway.metrics import Metrics
+from gateway.propagation import extract_context
+from gateway.propagation.b3 import format_multi, format_single
+from gateway.propagation.w3c import format_traceparent, format_traceresponse
+from gateway.proxy import HttpxUpstream, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse
+from gateway.reporter import DisabledReporter, HttpSpanSender, Reporter, SpanReporter
+from gateway.routes import Route, RouteTable, load_routes, parse_upstream
+from gateway.sampling import NOT_SAMPLED_REASONS, SAMPLED_REASONS, Decision, RatioSampler, TracesPerSecondCap, decide
+from gateway.settings import Propagation, Settings
+from gateway.spans import Exchange, local_endpoint
+from gateway.trust import TrustedNetworks
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+HOST = b"host"
+TRACE_RESPONSE = b"traceresponse"
+DEFAULT_ROUTE_NAME = "default"
+_NEW_TRACE_REASONS = frozenset({"ratio"})
+
+logger = logging.getLogger("gateway")
+access_logger = logging.getLogger(ACCESS_LOGGER)
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the exchange finished."""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    metrics: Metrics | None = None,
+    upstream: Upstream | None = None,
+    reporter: SpanReporter | None = None,
+    ids: IdGenerator | None = None,
+) -> Gateway:
+    settings = settings if settings is not None else Settings()
+    return Gateway(settings, metrics=metrics, upstream=upstream, reporter=reporter, ids=ids)
+
+
+def build_route_table(settings: Settings) -> RouteTable:
+    """The routes file's routes, with GATEWAY_UPSTREAM_URL as the fallback (raises RouteFileError, ValueError)."""
+    routes = load_routes(settings.routes_file) if settings.routes_file is not None else []
+    default = (
+        Route(name=DEFAULT_ROUTE_NAME, upstream=parse_upstream(settings.upstream_url))
+        if settings.upstream_url
+        else None
+    )
+    return RouteTable(routes, default)
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        upstream: Upstream | None = None,
+        reporter: SpanReporter | None = None,
+        ids: IdGenerator | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._routes = build_route_table(settings)
+        self._samplers: dict[int, RatioSampler] = {}
+        self._cap = TracesPerSecondCap(settings.max_traces_per_second)
+        self._trust = TrustedNetworks(settings.trust_incoming_trace, settings.trusted_cidrs)
+        self._ids = ids if ids is not None else RandomIdGenerator(settings.trace_id_128bit)
+        self._upstream_override = upstream
+        self._upstream: Upstream | None = None
+        self._local = local_endpoint(settings.service_name, settings.host, settings.port)
+        self.reporter = reporter if reporter is not None else self._default_reporter()
+        self._emit_single = Propagation.B3_SINGLE in settings.propagation
+        self._emit_traceparent = Propagation.TRACE_CONTEXT in settings.propagation
+        self._counted_requests = {
+            (sampled, reason): self.metrics.requests.labels("sampled" if sampled else "not_sampled", reason)
+            for sampled, reason in _decision_labels()
+        }
+        self._durations = {
+            True: self.metrics.request_duration.labels("sampled"),
+            False: self.metrics.request_duration.labels("not_sampled"),
+        }
+        self._ignored_untrusted = self.metrics.trace_headers_ignored.labels("untrusted")
+
+    def _default_reporter(self) -> SpanReporter:
+        settings = self.settings
+        if not settings.zipkin_url:
+            return DisabledReporter()
+        return Reporter(
+            HttpSpanSender(settings.zipkin_url, settings.reporter_timeout),
+            self._local,
+            self.metrics,
+            max_queue_spans=settings.reporter_queue_size,
+            batch_spans=settings.reporter_batch_size,
+            flush_interval=settings.reporter_flush_interval,
+            max_attempts=settings.reporter_max_attempts,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._exchange(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            raise RuntimeError(f"unsupported ASGI scope type {scope['type']!r}")
+
+    async def startup(self) -> None:
+        self._upstream = self._upstream_override or HttpxUpstream(
+            self.settings.upstream_timeout, self.settings.upstream_max_connections
+        )
+        await self.reporter.start()
+        self.metrics.ready.set(1)
+
+    async def shutdown(self) -> None:
+        self.metrics.ready.set(0)
+        await self.reporter.stop(self.settings.shutdown_timeout)
+        if self._upstream is not None:
+            await self._upstream.aclose()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _exchange(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        started_wall = time.time()
+        request_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        method: str = scope["method"]
+        path: str = scope["path"]
+        client = scope.get("client")
+        client_host = client[0] if client else None
+
+        route = self._routes.match(_host_of(request_headers), path)
+        if route is None:
+            self.metrics.upstream_errors.labels("no_route").inc()
+            await _plain_response(send, 404, "no route for this host and path\n", [])
+            return
+
+        forwarded = upstream_request_headers(
+            request_headers,
+            client_host=client_host,
+            scheme=scope.get("scheme", "http"),
+            upstream_authority=route.upstream.authority,
+            preserve_host=self.settings.preserve_host,
+        )
+        incoming = NO_CONTEXT
+        if self._trust.trusts(client_host):
+            incoming = extract_context(request_headers)
+            if incoming.invalid is not None:
+                self.metrics.trace_headers_ignored.labels(incoming.invalid).inc()
+                incoming = NO_CONTEXT
+        elif forwarded.had_trace_headers:
+            self._ignored_untrusted.inc()
+
+        parent = incoming.context
+        trace_id = parent.trace_id if parent is not None else self._ids.new_trace_id()
+        decision = decide(incoming, trace_id, self._sampler_for(route), self._cap, self.reporter.reserve)
+        # decide() reserves span room only for new traces; a decision taken upstream of us is honoured as is.
+        reserved = decision.sampled and decision.reason in _NEW_TRACE_REASONS
+        server_span_id = self._ids.new_span_id()
+        client_span_id = self._ids.new_span_id()
+        upstream_context = TraceContext(trace_id, client_span_id, server_span_id, decision.sampled, decision.debug)
+        outgoing = forwarded.headers
+        outgoing.extend(format_multi(upstream_context))
+        if self._emit_single:
+            outgoing.append((b"b3", format_single(upstream_context).encode()))
+        if self._emit_traceparent:
+            outgoing.append((b"traceparent", format_traceparent(upstream_context).encode()))
+        trace_response = (
+            [(TRACE_RESPONSE, format_traceresponse(trace_id, server_span_id, decision.sampled).encode())]
+            if self.settings.trace_response_header
+            else []
+        )
+
+        query: bytes = scope.get("query_string", b"")
+        relay = _Relay(send, trace_response)
+        client_started_wall = time.time()
+        client_started = time.perf_counter()
+        client_finished = client_started
+        try:
+            # The request's own bytes go upstream: scope["path"] is percent-decoded ("%3F" would become a query).
+            raw_path = scope.get("raw_path")
+            target = raw_path.decode("latin-1") if raw_path else path
+            await relay.run(self._upstream_or_fail(), method, route.upstream.url_for(target, query), outgoing, receive)
+        finally:
+            client_finished = relay.upstream_finished or time.perf_counter()
+            finished = time.perf_counter()
+            if relay.error_kind is not None:
+                self.metrics.upstream_errors.labels(relay.error_kind).inc()
+            self._counted_requests[(decision.sampled, decision.reason)].inc()
+            self._durations[decision.sampled].observe(finished - started)
+            if decision.sampled:
+                self.reporter.submit(
+                    Exchange(
+                        trace_id=trace_id,
+                        server_span_id=server_span_id,
+                        client_span_id=client_span_id,
+                        parent_id=parent.span_id if parent is not None else None,
+                        debug=decision.debug,
+                        name=f"{method} {path if route.name == DEFAULT_ROUTE_NAME else route.name}",
+                        method=method,
+                        path=path,
+                        host=forwarded.host,
+                        status_code=relay.status,
+                        upstream_status_code=relay.upstream_status,
+                        error=relay.error,
+                        client_host=client_host,
+                        client_port=client[1] if client else None,
+                        upstream=route.upstream,
+                        server_start=started_wall,
+                        server_duration=finished - started,
+                        client_start=client_started_wall,
+                        client_duration=client_finished - client_started,
+                    ),
+                    reserved,
+                )
+            if self.settings.access_log:
+                _log_access(method, path, relay, trace_id, decision, client_host, finished - started)
+
+    def _sampler_for(self, route: Route) -> RatioSampler:
+        sampler = self._samplers.get(id(route))
+        if sampler is None:
+            rate = route.sample_rate if route.sample_rate is not None else self.settings.sample_rate
+            sampler = self._samplers[id(route)] = RatioSampler(rate)
+        return sampler
+
+    def _upstream_or_fail(self) -> Upstream:
+        if self._upstream is None:
+            raise RuntimeError("the gateway serves requests only after its lifespan startup")
+        return self._upstream
+
+
+class _Relay:
+    """One exchange with the upstream, relayed to the client, with what happened recorded for span and log."""
+
+    __slots__ = (
+        "_send",
+        "_extra_headers",
+        "status",
+        "upstream_status",
+        "error",
+        "error_kind",
+        "upstream_finished",
+        "_watch",
+    )
+
+    def __init__(self, send: Send, extra_headers: list[tuple[bytes, bytes]]) -> None:
+        self._send = send
+        self._extra_headers = extra_headers
+        self.status: int | None = None
+        self.upstream_status: int | None = None
+        self.error: str | None = None
+        self.error_kind: str | None = None
+        self.upstream_finished: float | None = None
+        self._watch: _DisconnectWatch | None = None
+
+    async def run(
+        self, upstream: Upstream, method: str, url: str, headers: list[tuple[bytes, bytes]], receive: Receive
+    ) -> None:
+        response: UpstreamResponse | None = None
+        try:
+            body = await self._request_body(receive)
+            response = await upstream.forward(UpstreamRequest(method, url, headers, body))
+            await self._relay(response)
+        except UpstreamError as exc:
+            self._fail(str(exc), exc.kind)
+            if self.status is None:
+                await self._error_response(exc.status, str(exc))
+        except ClientDisconnected:
+            self._fail("client disconnected", "client_disconnected")
+        except asyncio.CancelledError:
+            if self._watch is None or not self._watch.fired:
+                raise
+            # Our own watcher cancelled the exchange because the client left: not a shutdown, so carry on.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            self._fail("client disconnected", "client_disconnected")
+        finally:
+            if self._watch is not None:
+                self._watch.stop()
+            if response is not None:
+                await response.aclose()
+            if self.upstream_finished is None:
+                self.upstream_finished = time.perf_counter()
+
+    async def _request_body(self, receive: Receive) -> AsyncIterator[bytes] | None:
+        first = await receive()
+        if first["type"] == "http.disconnect":
+            raise ClientDisconnected
+        if not first.get("more_body", False):
+            self._watch = _DisconnectWatch(receive)
+            body: bytes = first.get("body", b"")
+            return _once(body) if body else None
+        return self._stream_body(first.get("body", b""), receive)
+
+    async def _stream_body(self, first: bytes, receive: Receive) -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                self._watch = _DisconnectWatch(receive)
+                return
+
+    async def _relay(self, response: UpstreamResponse) -> None:
+        self.status = self.upstream_status = response.status_code
+        headers = downstream_response_headers(response.headers)
+        if self._extra_headers:
+            # The gateway's traceresponse replaces any the upstream sent: one trace, one answer.
+            headers = [header for header in headers if header[0] != TRACE_RESPONSE]
+            headers.extend(self._extra_headers)
+        send = self._send
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        async for chunk in response.body():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        self.upstream_finished = time.perf_counter()
+        if self._watch is not None:
+            self._watch.stop()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _fail(self, error: str, kind: str) -> None:
+        self.error = error
+        self.error_kind = kind
+
+    async def _error_response(self, status: int, reason: str) -> None:
+        self.status = status
+        await _plain_response(self._send, status, f"{reason}\n", self._extra_headers)
+
+
+class _DisconnectWatch:
+    """Cancels the exchange's task when the client disconnects, so that the upstream call is cancelled too."""
+
+    __slots__ = ("fired", "_task")
+
+    def __init__(self, receive: Receive) -> None:
+        self.fired = False
+        target = asyncio.current_task()
+        self._task = asyncio.get_running_loop().create_task(self._watch(receive, target))
+
+    async def _watch(self, receive: Receive, target: asyncio.Task[Any] | None) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.fired = True
+        if target is not None:
+            target.cancel()
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+async def _plain_response(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]]) -> None:
+    body = text.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _host_of(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == HOST:
+            return value.decode("latin-1")
+    return ""
+
+
+def _decision_labels() -> list[tuple[bool, str]]:
+    return [(True, reason) for reason in SAMPLED_REASONS] + [(False, reason) for reason in NOT_SAMPLED_REASONS]
+
+
+def _log_access(
+    method: str,
+    path: str,
+    relay: _Relay,
+    trace_id: int,
+    decision: Decision,
+    client_host: str | None,
+    duration: float,
+) -> None:
+    access_logger.info(
+        "%s %s %s",
+        method,
+        path,
+        relay.status,
+        extra={
+            "method": method,
+            "path": path,
+            "status": relay.status,
+            "duration_ms": round(duration * 1000, 3),
+            "trace_id": f"{trace_id:032x}" if trace_id >> 64 else f"{trace_id:016x}",
+            "sampled": decision.sampled,
+            "reason": decision.reason,
+            "client": client_host,
+            "error": relay.error,
+        },
+    )

@@ -1,0 +1,82 @@
+"""Prometheus metrics. Every request is counted by its sampling decision, every drop by its reason.
+
+With several workers, prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by `__main__` before
+any worker starts) keeps one file per worker and the admin listener sums them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.propagation import INVALID_REASONS
+from gateway.sampling import NOT_SAMPLED_REASONS, SAMPLED_REASONS
+
+SPAN_DROP_REASONS = ("queue_full", "rejected", "retries_exhausted", "shutdown", "encode_error")
+UPSTREAM_ERROR_KINDS = ("timeout", "unreachable", "protocol", "client_disconnected", "no_route")
+IGNORED_HEADER_REASONS = ("untrusted", *INVALID_REASONS)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """The gateway's metrics, registered on their own registry so that tests and apps do not collide."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.requests = Counter(
+            "gateway_requests", "Requests by sampling decision and its reason.", ["decision", "reason"], registry=reg
+        )
+        self.trace_headers_ignored = Counter(
+            "gateway_trace_headers_ignored",
+            "Requests whose client-sent trace headers were ignored, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        self.spans_reported = Counter("gateway_spans_reported", "Spans accepted by the collector.", registry=reg)
+        self.spans_dropped = Counter(
+            "gateway_spans_dropped", "Spans never delivered, by reason.", ["reason"], registry=reg
+        )
+        self.span_batches = Counter(
+            "gateway_span_batches", "Span batches sent to the collector, by outcome.", ["outcome"], registry=reg
+        )
+        self.span_queue_depth = Gauge(
+            "gateway_span_queue_depth",
+            "Spans queued or reserved for export.",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.sampling_suspended = Gauge(
+            "gateway_sampling_suspended",
+            "1 while new traces are not sampled because the span queue is full.",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors", "Failed upstream exchanges, by kind.", ["kind"], registry=reg
+        )
+        self.request_duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from request start to the end of the response, in seconds.",
+            ["decision"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.ready = Gauge("gateway_worker_ready", "Workers ready to serve.", registry=reg, multiprocess_mode="livesum")
+        self._create_children()
+
+    def _create_children(self) -> None:
+        # Children that exist from the start show as 0 in /metrics instead of being absent until the first event.
+        for reason in SAMPLED_REASONS:
+            self.requests.labels("sampled", reason)
+        for reason in NOT_SAMPLED_REASONS:
+            self.requests.labels("not_sampled", reason)
+        for reason in IGNORED_HEADER_REASONS:
+            self.trace_headers_ignored.labels(reason)
+        for reason in SPAN_DROP_REASONS:
+            self.spans_dropped.labels(reason)
+        for kind in UPSTREAM_ERROR_KINDS:
+            self.upstream_errors.labels(kind)
+        for outcome in ("ok", "retried", "failed"):
+            self.span_batches.labels(outcome)
+        for decision in ("sampled", "not_sampled"):
+            self.request_duration.labels(decision)

@@ -1,0 +1,253 @@
+"""Span export: a bounded queue, batches, retries, a flush on shutdown. Never in a request's way.
+
+Modelled on OpenTelemetry's BatchProcessor, with one change: a trace's spans are queued together or not at all, and
+room is reserved when a new trace is sampled, so that a full queue stops sampling instead of dropping half traces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import random
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+import httpx
+from py_zipkin.encoding import Endpoint, Span
+
+from gateway.logs import RateLimitedLog
+from gateway.metrics import Metrics
+from gateway.spans import Exchange, build_spans, encode_batch
+
+SPANS_PER_EXCHANGE = 2
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+_BACKOFF_FIRST = 0.1
+_BACKOFF_MAX = 5.0
+# The reporter's own requests must not start traces in a meshed collector: a B3 "deny" decision.
+_SPAN_POST_HEADERS = {"content-type": "application/json", "content-encoding": "gzip", "b3": "0"}
+
+logger = logging.getLogger("gateway.reporter")
+
+
+class RetryableError(Exception):
+    """The collector may accept the same batch later (5xx, 429, connection errors)."""
+
+
+class RejectedError(Exception):
+    """The collector refused the batch (4xx): sending it again would not help."""
+
+
+class SpanSender(Protocol):
+    async def send(self, payload: bytes) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpSpanSender:
+    """POSTs gzipped Zipkin v2 JSON to the collector with httpx."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self._url = url
+        self._client = httpx.AsyncClient(timeout=timeout, trust_env=False, headers=_SPAN_POST_HEADERS)
+
+    async def send(self, payload: bytes) -> None:
+        try:
+            response = await self._client.post(self._url, content=gzip.compress(payload, compresslevel=5))
+        except httpx.TransportError as exc:
+            raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise RetryableError(f"collector answered {response.status_code}")
+        if response.status_code >= 400:
+            raise RejectedError(f"collector answered {response.status_code}: {response.text[:200]}")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class SpanReporter(Protocol):
+    def reserve(self) -> bool: ...
+
+    def submit(self, exchange: Exchange, reserved: bool) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self, deadline: float) -> None: ...
+
+
+class DisabledReporter:
+    """GATEWAY_ZIPKIN_URL is empty: decisions still travel upstream, but the gateway exports nothing."""
+
+    def reserve(self) -> bool:
+        return True
+
+    def submit(self, exchange: Exchange, reserved: bool) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self, deadline: float) -> None:
+        return None
+
+
+class Reporter:
+    def __init__(
+        self,
+        sender: SpanSender,
+        local_endpoint: Endpoint,
+        metrics: Metrics,
+        *,
+        max_queue_spans: int,
+        batch_spans: int,
+        flush_interval: float,
+        max_attempts: int,
+    ) -> None:
+        self._sender = sender
+        self._local = local_endpoint
+        self._metrics = metrics
+        self._max_spans = max_queue_spans
+        self._batch_exchanges = max(1, batch_spans // SPANS_PER_EXCHANGE)
+        self._flush_interval = flush_interval
+        self._max_attempts = max_attempts
+        self._queue: deque[Exchange] = deque()
+        self._reserved = 0
+        self._in_flight = 0
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._suspended = False
+        self._full_log = RateLimitedLog(logger)
+        self._dropped_queue_full = metrics.spans_dropped.labels("queue_full")
+
+    def reserve(self) -> bool:
+        """Holds room for one sampled exchange's spans; False (and sampling suspended) when there is none."""
+        if self._used() + SPANS_PER_EXCHANGE > self._max_spans or self._stopping:
+            self._set_suspended(True)
+            self._full_log.warning("span queue full: new traces are not sampled until the collector catches up")
+            return False
+        self._reserved += SPANS_PER_EXCHANGE
+        if self._suspended:
+            self._set_suspended(False)
+        return True
+
+    def submit(self, exchange: Exchange, reserved: bool) -> None:
+        """Queues one exchange's spans, in the room reserved for them, or drops both if there is none."""
+        if reserved:
+            self._reserved -= SPANS_PER_EXCHANGE
+        elif self._used() + SPANS_PER_EXCHANGE > self._max_spans:
+            self._dropped_queue_full.inc(SPANS_PER_EXCHANGE)
+            return
+        self._queue.append(exchange)
+        if len(self._queue) >= self._batch_exchanges:
+            self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="span-reporter")
+
+    async def stop(self, deadline: float) -> None:
+        """Sends everything queued, giving up (and counting the loss) after `deadline` seconds."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), deadline)
+            except TimeoutError:
+                self._task.cancel()
+                lost = len(self._queue) * SPANS_PER_EXCHANGE + self._in_flight
+                self._metrics.spans_dropped.labels("shutdown").inc(lost)
+                logger.error("shutdown deadline reached: %d spans not reported", lost)
+                self._queue.clear()
+        await self._sender.aclose()
+
+    def queue_depth(self) -> int:
+        return self._used()
+
+    def _set_suspended(self, suspended: bool) -> None:
+        if suspended != self._suspended:
+            self._suspended = suspended
+            self._metrics.sampling_suspended.set(int(suspended))
+
+    def _used(self) -> int:
+        return len(self._queue) * SPANS_PER_EXCHANGE + self._reserved + self._in_flight
+
+    async def _run(self) -> None:
+        while True:
+            self._metrics.span_queue_depth.set(self._used())
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+                except TimeoutError:
+                    pass
+                continue
+            await self._export(self._take_batch())
+
+    def _take_batch(self) -> list[Exchange]:
+        count = min(len(self._queue), self._batch_exchanges)
+        batch = [self._queue.popleft() for _ in range(count)]
+        self._in_flight = count * SPANS_PER_EXCHANGE
+        self._metrics.span_queue_depth.set(self._used())
+        return batch
+
+    async def _export(self, batch: Sequence[Exchange]) -> None:
+        spans = len(batch) * SPANS_PER_EXCHANGE
+        try:
+            for payload in self._payloads(batch):
+                await self._send_with_retries(payload.body, payload.spans)
+        except Exception:
+            # A bug in encoding must cost spans, never the reporter: the loop goes on with the next batch.
+            logger.exception("could not encode a span batch")
+            self._metrics.spans_dropped.labels("encode_error").inc(spans)
+        finally:
+            self._in_flight = 0
+            self._metrics.span_queue_depth.set(self._used())
+
+    def _payloads(self, batch: Sequence[Exchange]) -> list[_Payload]:
+        spans: list[Span] = []
+        for exchange in batch:
+            spans.extend(build_spans(exchange, self._local))
+        return _split_by_size(spans)
+
+    async def _send_with_retries(self, payload: bytes, span_count: int) -> None:
+        delay = _BACKOFF_FIRST
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                await self._sender.send(payload)
+            except RejectedError as exc:
+                logger.error("collector rejected %d spans: %s", span_count, exc)
+                self._metrics.span_batches.labels("failed").inc()
+                self._metrics.spans_dropped.labels("rejected").inc(span_count)
+                return
+            except RetryableError as exc:
+                if attempt == self._max_attempts:
+                    logger.warning("giving up on %d spans after %d attempts: %s", span_count, attempt, exc)
+                    self._metrics.span_batches.labels("failed").inc()
+                    self._metrics.spans_dropped.labels("retries_exhausted").inc(span_count)
+                    return
+                self._metrics.span_batches.labels("retried").inc()
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, _BACKOFF_MAX)
+                continue
+            self._metrics.span_batches.labels("ok").inc()
+            self._metrics.spans_reported.inc(span_count)
+            return
+
+
+class _Payload:
+    __slots__ = ("body", "spans")
+
+    def __init__(self, body: bytes, spans: int) -> None:
+        self.body = body
+        self.spans = spans
+
+
+def _split_by_size(spans: list[Span]) -> list[_Payload]:
+    body = encode_batch(spans)
+    if len(body) <= MAX_BATCH_BYTES or len(spans) <= 1:
+        return [_Payload(body, len(spans))]
+    half = len(spans) // 2
+    return _split_by_size(spans[:half]) + _split_by_size(spans[half:])

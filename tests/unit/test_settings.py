@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from ipaddress import ip_network
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.settings import Propagation, Settings, describe
+
+BASE = {"GATEWAY_UPSTREAM_URL": "http://web-svc.emojivoto:80"}
+
+
+@pytest.fixture
+def settings_from_env(monkeypatch, tmp_path):
+    """Builds Settings from exactly the given GATEWAY_ variables, ignoring the caller's environment and .env."""
+    monkeypatch.chdir(tmp_path)
+
+    def make(**env: str) -> Settings:
+        for name in list(__import__("os").environ):
+            if name.startswith("GATEWAY_"):
+                monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return Settings()
+
+    return make
+
+
+def errors_of(make, **env: str) -> list[str]:
+    with pytest.raises(ValidationError) as info:
+        make(**env)
+    return [describe(error) for error in info.value.errors()]
+
+
+def test_defaults_match_the_contract(settings_from_env):
+    settings = settings_from_env(**BASE)
+    assert (settings.host, settings.port, settings.admin_port, settings.workers) == ("0.0.0.0", 8080, 9901, 1)
+    assert settings.sample_rate == 0.5
+    assert settings.max_traces_per_second == 0
+    assert settings.zipkin_url == ""
+    assert settings.service_name == "ingress-gateway"
+    assert settings.trust_incoming_trace is False
+    assert settings.trusted_cidrs == []
+    assert settings.trace_id_128bit is True
+    assert settings.trace_response_header is True
+    assert settings.upstream_timeout == 30
+    assert settings.propagation == [Propagation.B3_MULTI]
+    assert settings.routes_file is None
+
+
+def test_lists_are_comma_separated_not_json(settings_from_env):
+    settings = settings_from_env(
+        **BASE,
+        GATEWAY_TRUSTED_CIDRS="10.0.0.0/8, 192.168.0.0/16,fd00::/8",
+        GATEWAY_PROPAGATION="b3multi,b3,tracecontext",
+    )
+    assert settings.trusted_cidrs == [ip_network("10.0.0.0/8"), ip_network("192.168.0.0/16"), ip_network("fd00::/8")]
+    assert settings.propagation == [Propagation.B3_MULTI, Propagation.B3_SINGLE, Propagation.TRACE_CONTEXT]
+
+
+def test_reads_a_dotenv_file(settings_from_env, tmp_path):
+    (tmp_path / ".env").write_text("GATEWAY_UPSTREAM_URL=http://from-dotenv:8000\nGATEWAY_SAMPLE_RATE=0.25\n")
+    settings = settings_from_env()
+    assert settings.upstream_url == "http://from-dotenv:8000"
+    assert settings.sample_rate == 0.25
+
+
+def test_a_routes_file_replaces_the_upstream_url(settings_from_env):
+    assert settings_from_env(GATEWAY_ROUTES_FILE="routes.yaml").routes_file == Path("routes.yaml")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("GATEWAY_SAMPLE_RATE", "1.5", "GATEWAY_SAMPLE_RATE: Input should be less than or equal to 1 (got '1.5')"),
+        ("GATEWAY_SAMPLE_RATE", "-0.1", "GATEWAY_SAMPLE_RATE: Input should be greater than or equal to 0"),
+        ("GATEWAY_SAMPLE_RATE", "abc", "GATEWAY_SAMPLE_RATE: Input should be a valid number"),
+        ("GATEWAY_PORT", "70000", "GATEWAY_PORT: Input should be less than or equal to 65535 (got '70000')"),
+        ("GATEWAY_PORT", "0", "GATEWAY_PORT: Input should be greater than or equal to 1"),
+        ("GATEWAY_ADMIN_PORT", "-1", "GATEWAY_ADMIN_PORT: Input should be greater than or equal to 0"),
+        ("GATEWAY_WORKERS", "0", "GATEWAY_WORKERS: Input should be greater than or equal to 1"),
+        ("GATEWAY_UPSTREAM_URL", "ftp://x", "GATEWAY_UPSTREAM_URL: "),
+        ("GATEWAY_UPSTREAM_URL", "web-svc:80", "GATEWAY_UPSTREAM_URL: "),
+        ("GATEWAY_ZIPKIN_URL", "collector:9411", "GATEWAY_ZIPKIN_URL: must be an http:// or https:// URL with a host"),
+        ("GATEWAY_TRUSTED_CIDRS", "10.0.0.0/8,not-a-net", "GATEWAY_TRUSTED_CIDRS: "),
+        ("GATEWAY_PROPAGATION", "b3multi,jaeger", "GATEWAY_PROPAGATION: Input should be 'b3multi', 'b3' or"),
+        ("GATEWAY_TRUST_INCOMING_TRACE", "maybe", "GATEWAY_TRUST_INCOMING_TRACE: Input should be a valid boolean"),
+        ("GATEWAY_UPSTREAM_TIMEOUT", "0", "GATEWAY_UPSTREAM_TIMEOUT: Input should be greater than 0"),
+        ("GATEWAY_MAX_TRACES_PER_SECOND", "-5", "GATEWAY_MAX_TRACES_PER_SECOND: Input should be greater than or"),
+        ("GATEWAY_LOG_LEVEL", "loud", "GATEWAY_LOG_LEVEL: Input should be 'debug', 'info'"),
+    ],
+)
+def test_a_bad_value_names_the_variable_and_what_is_allowed(settings_from_env, variable, value, expected):
+    env = {**BASE, variable: value}
+    lines = errors_of(settings_from_env, **env)
+    assert len(lines) == 1
+    assert lines[0].startswith(expected), lines[0]
+
+
+def test_every_bad_variable_gets_its_own_line(settings_from_env):
+    lines = errors_of(settings_from_env, **BASE, GATEWAY_SAMPLE_RATE="2", GATEWAY_PORT="abc")
+    assert sorted(line.split(":")[0] for line in lines) == ["GATEWAY_PORT", "GATEWAY_SAMPLE_RATE"]
+
+
+def test_an_upstream_is_required(settings_from_env):
+    assert errors_of(settings_from_env) == ["GATEWAY_UPSTREAM_URL: required unless GATEWAY_ROUTES_FILE is set"]
