@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging.config
 import os
 import shutil
+import signal
 import sys
 import tempfile
+from types import FrameType
 
 from pydantic import ValidationError
 
@@ -76,6 +78,10 @@ def _serve(settings: Settings) -> int:
             print(f"GATEWAY_ADMIN_PORT: cannot listen on {settings.host}:{settings.admin_port}: {exc}", file=sys.stderr)
             return EXIT_BAD_SETTINGS
         admin.start()
+    # uvicorn re-raises the signal that stopped it once it has shut down, and its default action would kill the
+    # process with that signal: a graceful stop on SIGTERM or Ctrl-C should exit 0 instead.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _stopped_by_signal)
     try:
         uvicorn.run(
             target,  # type: ignore[arg-type]
@@ -99,6 +105,10 @@ def _serve(settings: Settings) -> int:
         if admin is not None:
             admin.stop()
     return 0
+
+
+def _stopped_by_signal(signum: int, frame: FrameType | None) -> None:
+    logger.info("stopped by %s", signal.Signals(signum).name)
 
 
 if __name__ == "__main__":

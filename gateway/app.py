@@ -57,6 +57,14 @@ def create_app(
     return Gateway(settings, metrics=metrics, upstream=upstream, reporter=reporter, ids=ids)
 
 
+def create_upstream(settings: Settings) -> Upstream:
+    if settings.upstream_client == "aiohttp":
+        from gateway.aiohttp_upstream import AiohttpUpstream
+
+        return AiohttpUpstream(settings.upstream_timeout, settings.upstream_max_connections)
+    return HttpxUpstream(settings.upstream_timeout, settings.upstream_max_connections)
+
+
 def build_route_table(settings: Settings) -> RouteTable:
     """The routes file's routes, with GATEWAY_UPSTREAM_URL as the fallback (raises RouteFileError, ValueError)."""
     routes = load_routes(settings.routes_file) if settings.routes_file is not None else []
@@ -124,9 +132,7 @@ class Gateway:
             raise RuntimeError(f"unsupported ASGI scope type {scope['type']!r}")
 
     async def startup(self) -> None:
-        self._upstream = self._upstream_override or HttpxUpstream(
-            self.settings.upstream_timeout, self.settings.upstream_max_connections
-        )
+        self._upstream = self._upstream_override or create_upstream(self.settings)
         await self.reporter.start()
         self.metrics.ready.set(1)
 

@@ -120,6 +120,7 @@ class Reporter:
         self._suspended = False
         self._full_log = RateLimitedLog(logger)
         self._dropped_queue_full = metrics.spans_dropped.labels("queue_full")
+        self._queue_depth = metrics.span_queue_depth
 
     def reserve(self) -> bool:
         """Holds room for one sampled exchange's spans; False (and sampling suspended) when there is none."""
@@ -128,6 +129,7 @@ class Reporter:
             self._full_log.warning("span queue full: new traces are not sampled until the collector catches up")
             return False
         self._reserved += SPANS_PER_EXCHANGE
+        self._queue_depth.set(self._used())
         if self._suspended:
             self._set_suspended(False)
         return True
@@ -139,6 +141,8 @@ class Reporter:
         elif self._used() + SPANS_PER_EXCHANGE > self._max_spans:
             self._dropped_queue_full.inc(SPANS_PER_EXCHANGE)
             return
+        else:
+            self._queue_depth.set(self._used() + SPANS_PER_EXCHANGE)
         self._queue.append(exchange)
         if len(self._queue) >= self._batch_exchanges:
             self._wake.set()
@@ -174,7 +178,7 @@ class Reporter:
 
     async def _run(self) -> None:
         while True:
-            self._metrics.span_queue_depth.set(self._used())
+            self._queue_depth.set(self._used())
             if not self._queue:
                 if self._stopping:
                     return
@@ -190,7 +194,7 @@ class Reporter:
         count = min(len(self._queue), self._batch_exchanges)
         batch = [self._queue.popleft() for _ in range(count)]
         self._in_flight = count * SPANS_PER_EXCHANGE
-        self._metrics.span_queue_depth.set(self._used())
+        self._queue_depth.set(self._used())
         return batch
 
     async def _export(self, batch: Sequence[Exchange]) -> None:
@@ -204,7 +208,7 @@ class Reporter:
             self._metrics.spans_dropped.labels("encode_error").inc(spans)
         finally:
             self._in_flight = 0
-            self._metrics.span_queue_depth.set(self._used())
+            self._queue_depth.set(self._used())
 
     def _payloads(self, batch: Sequence[Exchange]) -> list[_Payload]:
         spans: list[Span] = []

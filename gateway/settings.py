@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     preserve_host: bool = False
     upstream_timeout: float = Field(30.0, gt=0.0, le=3600.0)
     upstream_max_connections: int = Field(8, ge=1, le=1024)
+    upstream_client: Literal["aiohttp", "httpx"] = "aiohttp"
 
     sample_rate: float = Field(0.5, ge=0.0, le=1.0)
     max_traces_per_second: float = Field(0.0, ge=0.0)

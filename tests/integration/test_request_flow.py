@@ -63,13 +63,19 @@ def upstream_url():
         yield server.url
 
 
+@pytest.fixture(params=["aiohttp", "httpx"])
+def upstream_client(request) -> str:
+    """Both implementations of the upstream seam must behave the same."""
+    return str(request.param)
+
+
 @pytest.fixture
-def gateway_factory(upstream_url) -> Callable[..., Any]:
+def gateway_factory(upstream_url, upstream_client) -> Callable[..., Any]:
     @asynccontextmanager
     async def make(
         client: tuple[str, int] = UNTRUSTED_CLIENT, reporter: RecordingReporter | None = None, **env: Any
     ) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway, RecordingReporter]]:
-        settings = Settings(upstream_url=upstream_url, **env)
+        settings = Settings(upstream_url=upstream_url, upstream_client=upstream_client, **env)
         reporter = reporter or RecordingReporter()
         app = create_app(settings, metrics=Metrics(), reporter=reporter)
         await app.startup()
