@@ -438,3 +438,47 @@ def test_every_exchange_encodes_to_spans_the_spec_accepts(
     assert server.get("parentId") == (None if parent_id is None else f"{parent_id:016x}")
     assert server["duration"] >= 1 and client_span["duration"] >= 1
     assert server.get("debug", False) is client_span.get("debug", False) is debug
+
+
+def _py_zipkin_json(span: Span) -> dict[str, Any]:
+    """What py_zipkin's own V2 JSON encoder writes for a span, with the two documented corrections applied."""
+    from py_zipkin.encoding._encoders import _V2JSONEncoder
+
+    expected: dict[str, Any] = json.loads(_V2JSONEncoder().encode_span(span))
+    if span.debug:
+        expected["debug"] = True
+    if span.duration is not None:
+        expected["duration"] = max(1, int(span.duration * 1000000))
+    return expected
+
+
+@given(
+    trace_id=st.integers(min_value=1, max_value=MAX_128BIT),
+    parent_id=st.one_of(st.none(), _IDS),
+    debug=st.booleans(),
+    status_codes=st.tuples(*[st.one_of(st.none(), st.integers(min_value=100, max_value=599))] * 2),
+    error=st.one_of(st.none(), st.text(max_size=20)),
+    durations=st.tuples(_SECONDS, _SECONDS),
+    client=st.sampled_from([("203.0.113.7", 4000), ("2001:db8::7", 1), ("testclient", None), (None, None)]),
+    path=st.text(max_size=30),
+)
+def test_batch_encoding_matches_py_zipkins_encoder_span_for_span(
+    trace_id, parent_id, debug, status_codes, error, durations, client, path
+):
+    exchange = dataclasses.replace(
+        make_exchange(),
+        trace_id=trace_id,
+        parent_id=parent_id,
+        debug=debug,
+        status_code=status_codes[0],
+        upstream_status_code=status_codes[1],
+        error=error,
+        server_duration=durations[0],
+        client_duration=durations[1],
+        client_host=client[0],
+        client_port=client[1],
+        path=path,
+        name=f"GET {path}",
+    )
+    spans = build_spans(exchange, LOCAL)
+    assert json.loads(encode_batch(spans)) == [_py_zipkin_json(span) for span in spans]
