@@ -22,7 +22,9 @@ class AiohttpUpstream:
     def __init__(self, timeout: float, max_connections: int) -> None:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, enable_cleanup_closed=False),
-            timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout),
+            # Socket-level timeouts only: a `connect` or `total` timeout arms an extra timer on every request, even
+            # on a pooled connection. sock_read bounds the wait for the response headers and each body read.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
             auto_decompress=False,
             skip_auto_headers=_SKIP_AUTO_HEADERS,
             trust_env=False,

@@ -82,6 +82,11 @@ class RouteTable:
             # Stable: routes with equally long prefixes keep their file order.
             candidates.sort(key=lambda candidate: len(candidate[0]), reverse=True)
 
+    @property
+    def routes_by_host(self) -> bool:
+        """Whether any route names a host: if none does, the request's Host need not be looked up."""
+        return bool(self._exact or self._wildcard)
+
     def match(self, host: str, path: str) -> Route | None:
         name = _host_key(host)
         exact = self._exact.get(name)
