@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +30,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = REPO_ROOT / "build" / "screenshots"
-DOCS_SCREENSHOT = REPO_ROOT / "docs" / "trace-page.png"
 ERROR_RED = "rgb(217, 63, 63)"
 
 TRACE_ID = "5e1f0c2a9b8d7e6f4a3b2c1d0e9f8a7b"
@@ -218,7 +216,6 @@ def test_clicking_a_trace_draws_its_waterfall(page: Page, collector_url: str):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.mouse.move(0, 0)
     page.screenshot(path=str(SCREENSHOTS / "trace-page.png"))
-    shutil.copyfile(SCREENSHOTS / "trace-page.png", DOCS_SCREENSHOT)
 
     span_row(page, 0xA003).locator(".wf-toggle").click()
     expect(rows).to_have_count(3)

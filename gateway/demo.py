@@ -1,0 +1,375 @@
+"""`python -m gateway.demo` (what `make run` runs): the gateway in front of the demo mesh, a collector and a vote-bot.
+
+Every child listens on 127.0.0.1 and runs in a process group of its own, so that Ctrl-C in the terminal reaches this
+process alone; it then stops the children by PID in order: the bot first, so no request is cut short, then the
+gateway and the services, which flush their spans, and the collector, which receives them, last.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import IO
+
+import httpx
+
+from gateway.devtools.mesh.tracing import Misbehaviour
+
+HOST = "127.0.0.1"
+COLLECTOR, WEB, EMOJI, VOTING, GATEWAY, BOT = "collector", "web", "emoji", "voting", "gateway", "vote-bot"
+ADMIN = "gateway admin"
+MESH_SERVICES = (WEB, EMOJI, VOTING)
+# (what listens, its environment variable, its default port)
+PORTS = (
+    (GATEWAY, "GATEWAY_PORT", 8080),
+    (ADMIN, "GATEWAY_ADMIN_PORT", 9901),
+    (COLLECTOR, "DEMO_COLLECTOR_PORT", 9411),
+    (WEB, "DEMO_WEB_PORT", 8081),
+    (EMOJI, "DEMO_EMOJI_PORT", 8082),
+    (VOTING, "DEMO_VOTING_PORT", 8083),
+)
+SAMPLE_RATE_ENV = "GATEWAY_SAMPLE_RATE"
+DEFAULT_SAMPLE_RATE = "0.5"
+BOT_ENV = "DEMO_BOT"
+BOT_INTERVAL_ENV = "DEMO_BOT_INTERVAL"
+DEFAULT_BOT_INTERVAL = 1.0
+MISBEHAVE_ENV = "DEMO_MISBEHAVE"
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+EXIT_BAD_ENVIRONMENT = 2
+EXIT_FAILED = 1
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_COLOURS = ("36", "33", "35", "32", "34", "31")
+# Children's output reaches the terminal line by line, as it is written, not when a pipe buffer fills.
+_UNBUFFERED = {"PYTHONUNBUFFERED": "1"}
+
+
+class DemoError(Exception):
+    """Why the demo cannot start, in one line that names the variable to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class Child:
+    """One process: `ready_url` answers 200 once it is ready, else `port` accepts connections, else it just runs."""
+
+    name: str
+    args: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready_url: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to start, stage by stage (a stage starts once the one before is ready), and what to tell the user."""
+
+    stages: tuple[tuple[Child, ...], ...]
+    ports: Mapping[str, int]
+    sample_rate: str
+    bot: bool
+    misbehaviour: Mapping[str, Misbehaviour]
+
+    def url(self, name: str, path: str = "/") -> str:
+        return _url(self.ports, name) + path
+
+
+def make_plan(environ: Mapping[str, str], python: str = sys.executable) -> Plan:
+    """The demo that `environ` asks for; raises DemoError naming the variable that is wrong."""
+    ports = _ports(environ)
+    misbehaviour = _misbehaviour(environ.get(MISBEHAVE_ENV, ""))
+    bot = _flag(BOT_ENV, environ.get(BOT_ENV, "1"))
+    sample_rate = environ.get(SAMPLE_RATE_ENV) or DEFAULT_SAMPLE_RATE
+    services = tuple(
+        _service(name, ports, misbehaviour.get(name, Misbehaviour.NONE), python) for name in (EMOJI, VOTING, WEB)
+    )
+    stages = [(_collector(ports, python),), services, (_gateway(ports, sample_rate, environ, python),)]
+    if bot:
+        interval = _positive(BOT_INTERVAL_ENV, environ.get(BOT_INTERVAL_ENV) or str(DEFAULT_BOT_INTERVAL))
+        stages.append((_bot(ports, interval, python),))
+    return Plan(tuple(stages), ports, sample_rate, bot, misbehaviour)
+
+
+def banner(plan: Plan) -> str:
+    share = _percent(plan.sample_rate)
+    bot = "vote-bot sends traffic through the gateway (DEMO_BOT=0 turns it off)" if plan.bot else "vote-bot is off"
+    lines = [
+        "demo: everything is up:",
+        f"  the app, through the gateway   {plan.url(GATEWAY)}",
+        f"  the trace page (collector)     {plan.url(COLLECTOR)}",
+        f"  the gateway's metrics          {plan.url(ADMIN, '/metrics')}   (also /live and /ready)",
+        f"demo: the gateway samples {share} of requests ({SAMPLE_RATE_ENV}={plan.sample_rate}) and web, emoji and "
+        "voting honour its decision: a sampled request is one complete trace, an unsampled one leaves no span; "
+        f"{bot}. Ctrl-C stops everything.",
+    ]
+    if plan.misbehaviour:
+        flags = ", ".join(f"{name}={flag}" for name, flag in sorted(plan.misbehaviour.items()))
+        lines.append(f"demo: misbehaving on purpose ({MISBEHAVE_ENV}): {flags}; expect partial traces.")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    try:
+        plan = make_plan(os.environ)
+        _check_ports_free(plan.ports)
+    except DemoError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return EXIT_BAD_ENVIRONMENT
+    return Supervisor(plan, sys.stdout).run()
+
+
+class Supervisor:
+    """Starts the plan's children, relays their output line by line with a prefix, and stops them by PID."""
+
+    def __init__(self, plan: Plan, out: IO[str]) -> None:
+        self._plan = plan
+        self._out = out
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._running: list[list[tuple[Child, subprocess.Popen[bytes]]]] = []
+        self._relays: list[threading.Thread] = []
+        self._colour = out.isatty() and not os.environ.get("NO_COLOR")
+
+    def run(self) -> int:
+        handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            status = self._start()
+            if status is None:
+                self._say(banner(self._plan))
+                status = self._watch()
+        finally:
+            self._stop_all()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        return status
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop.set()
+
+    def _start(self) -> int | None:
+        """None once everything is ready; else the exit status (0 when a signal came during startup)."""
+        names = ", ".join(child.name for stage in self._plan.stages for child in stage)
+        self._say(f"demo: starting {names} on {HOST}; their output follows, prefixed with their name")
+        for stage in self._plan.stages:
+            self._running.append([(child, self._spawn(child)) for child in stage])
+            for child, process in self._running[-1]:
+                problem = self._wait_ready(child, process)
+                if self._stop.is_set():
+                    return 0
+                if problem is not None:
+                    self._say(f"demo: {child.name} {problem}; stopping the others")
+                    return EXIT_FAILED
+        return None
+
+    def _spawn(self, child: Child) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            child.args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **child.env},
+            # Its own process group: Ctrl-C goes to the demo, which stops the children in order.
+            process_group=0,
+        )
+        prefix = f"{child.name:>9} | "
+        if self._colour:
+            prefix = f"\x1b[{_COLOURS[len(self._relays) % len(_COLOURS)]}m{prefix}\x1b[0m"
+        relay = threading.Thread(target=self._relay, args=(process, prefix), name=f"relay-{child.name}", daemon=True)
+        relay.start()
+        self._relays.append(relay)
+        return process
+
+    def _relay(self, process: subprocess.Popen[bytes], prefix: str) -> None:
+        assert process.stdout is not None
+        for raw in iter(process.stdout.readline, b""):
+            self._say(prefix + raw.decode("utf-8", "replace").rstrip("\r\n"))
+        process.stdout.close()
+
+    def _wait_ready(self, child: Child, process: subprocess.Popen[bytes]) -> str | None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self._stop.is_set():
+            if process.poll() is not None:
+                return f"exited with status {process.returncode} before it was ready (its output is above)"
+            if _is_ready(child):
+                return None
+            if time.monotonic() > deadline:
+                return f"was not ready after {READY_TIMEOUT:.0f}s"
+            self._stop.wait(0.05)
+        return None
+
+    def _watch(self) -> int:
+        while not self._stop.wait(0.2):
+            for stage in self._running:
+                for child, process in stage:
+                    if process.poll() is not None:
+                        self._say(f"demo: {child.name} exited with status {process.returncode}; stopping the others")
+                        return EXIT_FAILED
+        return 0
+
+    def _stop_all(self) -> None:
+        if self._running:
+            self._say("demo: stopping every process")
+        for stage in reversed(self._running):
+            signalled = [(child, process) for child, process in stage if process.poll() is None]
+            for _, process in signalled:
+                os.kill(process.pid, signal.SIGTERM)
+            for child, process in signalled:
+                self._reap(child, process)
+        for relay in self._relays:
+            relay.join(5)
+        if self._running:
+            self._say("demo: stopped")
+
+    def _reap(self, child: Child, process: subprocess.Popen[bytes]) -> None:
+        try:
+            status = process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self._say(f"demo: {child.name} (pid {process.pid}) ignored SIGTERM for {STOP_TIMEOUT:.0f}s: killed")
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+            return
+        if status != 0:
+            self._say(f"demo: {child.name} exited with status {status} while stopping")
+
+    def _say(self, text: str) -> None:
+        with self._lock:
+            self._out.write(text + "\n")
+            self._out.flush()
+
+
+def _collector(ports: Mapping[str, int], python: str) -> Child:
+    args = (python, "-m", "gateway.devtools.collector", "--host", HOST, "--port", str(ports[COLLECTOR]))
+    return Child(COLLECTOR, args, _UNBUFFERED, ready_url=f"{_url(ports, COLLECTOR)}/health")
+
+
+def _service(name: str, ports: Mapping[str, int], misbehaviour: Misbehaviour, python: str) -> Child:
+    args = (
+        *(python, "-m", "gateway.devtools.mesh", name, "--host", HOST, "--port", str(ports[name])),
+        *("--zipkin-url", _spans_url(ports), "--trace-page-url", f"{_url(ports, COLLECTOR)}/"),
+        *("--misbehave", misbehaviour.value),
+        *(("--emoji-url", _url(ports, EMOJI), "--voting-url", _url(ports, VOTING)) if name == WEB else ()),
+    )
+    return Child(name, args, _UNBUFFERED, port=ports[name])
+
+
+def _gateway(ports: Mapping[str, int], sample_rate: str, environ: Mapping[str, str], python: str) -> Child:
+    env = {
+        **_UNBUFFERED,
+        "GATEWAY_HOST": HOST,
+        "GATEWAY_PORT": str(ports[GATEWAY]),
+        "GATEWAY_ADMIN_PORT": str(ports[ADMIN]),
+        "GATEWAY_UPSTREAM_URL": _url(ports, WEB),
+        "GATEWAY_ZIPKIN_URL": _spans_url(ports),
+        SAMPLE_RATE_ENV: sample_rate,
+        # A line per request from every process would bury everything else; GATEWAY_ACCESS_LOG=true brings it back.
+        "GATEWAY_ACCESS_LOG": environ.get("GATEWAY_ACCESS_LOG") or "false",
+    }
+    return Child(GATEWAY, (python, "-m", "gateway"), env, ready_url=f"{_url(ports, ADMIN)}/ready")
+
+
+def _bot(ports: Mapping[str, int], interval: float, python: str) -> Child:
+    args = (python, "-m", "gateway.devtools.mesh", "bot", "--target", _url(ports, GATEWAY), "--interval", str(interval))
+    return Child(BOT, args, _UNBUFFERED)
+
+
+def _url(ports: Mapping[str, int], name: str) -> str:
+    return f"http://{HOST}:{ports[name]}"
+
+
+def _spans_url(ports: Mapping[str, int]) -> str:
+    return f"{_url(ports, COLLECTOR)}/api/v2/spans"
+
+
+def _is_ready(child: Child) -> bool:
+    if child.ready_url is not None:
+        try:
+            return httpx.get(child.ready_url, timeout=1.0, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            return False
+    if child.port is not None:
+        try:
+            with socket.create_connection((HOST, child.port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+    return True
+
+
+def _check_ports_free(ports: Mapping[str, int]) -> None:
+    variables = {name: variable for name, variable, _ in PORTS}
+    for name, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As the servers themselves bind: a port left in TIME_WAIT by the last run is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((HOST, port))
+            except OSError as exc:
+                raise DemoError(
+                    f"port {port} for the {name} is taken on {HOST} ({exc.strerror}): stop what uses it or set "
+                    f"{variables[name]} to a free port"
+                ) from None
+
+
+def _ports(environ: Mapping[str, str]) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    for name, variable, default in PORTS:
+        text = environ.get(variable) or str(default)
+        if not text.isdigit() or not 1 <= int(text) <= 65535:
+            raise DemoError(f"{variable} must be a port number from 1 to 65535, got {text!r}")
+        for other, port in ports.items():
+            if port == int(text):
+                raise DemoError(f"{variable} is {port}, already the {other}'s port")
+        ports[name] = int(text)
+    return ports
+
+
+def _misbehaviour(text: str) -> dict[str, Misbehaviour]:
+    chosen: dict[str, Misbehaviour] = {}
+    for pair in filter(None, (part.strip() for part in text.split(","))):
+        service, _, flag = pair.partition("=")
+        service, flag = service.strip(), flag.strip()
+        if service not in MESH_SERVICES:
+            raise DemoError(f"{MISBEHAVE_ENV}: {service!r} is not one of {', '.join(MESH_SERVICES)} (in {text!r})")
+        try:
+            chosen[service] = Misbehaviour(flag)
+        except ValueError:
+            flags = ", ".join(item.value for item in Misbehaviour)
+            raise DemoError(f"{MISBEHAVE_ENV}: {flag!r} is not one of {flags} (in {text!r})") from None
+    return {service: flag for service, flag in chosen.items() if flag is not Misbehaviour.NONE}
+
+
+def _flag(variable: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise DemoError(f"{variable} must be 1 or 0, got {text!r}")
+    return value in _TRUE
+
+
+def _positive(variable: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise DemoError(f"{variable} must be a number of seconds above 0, got {text!r}")
+    return value
+
+
+def _percent(rate: str) -> str:
+    try:
+        return f"{float(rate):.0%}"
+    except ValueError:
+        return rate
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
