@@ -287,3 +287,20 @@ async def test_http_sender_treats_a_closed_port_as_retryable():
             await sender.send(b"[]")
     finally:
         await sender.aclose()
+
+
+async def test_a_partial_batch_waits_for_the_interval_even_right_after_an_export():
+    # Spans that queue while a POST is in flight wait for a full batch or the interval; sending them at once
+    # made batches of a few spans, each POST costing as much as hundreds of spans' encoding.
+    metrics, sender = Metrics(), FakeSender(delay=0.05)
+    reporter = make_reporter(sender, metrics, batch_spans=10_000, flush_interval=0.4, max_queue_spans=10_000)
+    await reporter.start()
+    for n in range(1, 81):
+        assert reporter.reserve()
+        reporter.submit(exchange(n), reserved=True)
+        await asyncio.sleep(0.01)
+    await reporter.stop(deadline=5)
+    assert len(sender.span_ids()) == 160
+    # About 0.8 s of submissions at one batch per 0.4 s is 2 or 3 POSTs (plus the flush at stop); one POST per
+    # 50 ms of sending would be a dozen or more.
+    assert len(sender.payloads) <= 5
