@@ -1,0 +1,222 @@
+"""The benchmark's pure parts: wrk's report, /proc parsing, figures, checks, configs. Run: pytest bench/"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from figures import (
+    FAIL,
+    NOT_AVAILABLE,
+    PASS,
+    WARMUP,
+    Check,
+    ProcessMemory,
+    Run,
+    cpu_ratio,
+    memory_over,
+    ratio,
+    summarise,
+    target_checks,
+    validity_checks,
+)
+from plan import BODIES, GATEWAY_RATE_0, GATEWAY_RATE_1, NAIVE, TARGETS, UPSTREAM
+from procfs import CpuTicks, busy_percent, parse_cpu_ticks, parse_stat
+from report import table
+from targets import gateway_env, proxy_config, upstream_config
+from wrk import WrkError, WrkResult, parse
+
+REPORT = """\
+Running 10s test @ http://127.0.0.1:8080/small
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.23ms  456.00us  12.34ms   90.00%
+    Req/Sec    26.12k     1.23k   28.00k    80.00%
+  Latency Distribution
+     50%  950.00us
+     75%    1.30ms
+     90%    1.60ms
+     99%    1.02s
+  260012 requests in 10.00s, 40.00MB read
+  Socket errors: connect 0, read 3, write 0, timeout 7
+  Non-2xx or 3xx responses: 5
+Requests/sec:  26001.20
+Transfer/sec:      4.00MB
+"""
+MB = 2**20
+
+
+def test_parse_reads_every_figure_in_milliseconds() -> None:
+    result = parse(REPORT)
+    assert (result.requests, result.seconds, result.requests_per_second) == (260012, 10.0, 26001.2)
+    assert result.latency_ms == pytest.approx({"50": 0.95, "75": 1.3, "90": 1.6, "99": 1020.0})
+    assert result.bad_status == 5
+    assert result.socket_errors == {"connect": 0, "read": 3, "write": 0, "timeout": 7}
+    assert not result.clean
+
+
+def test_parse_counts_missing_error_lines_as_zero() -> None:
+    clean = "\n".join(line for line in REPORT.splitlines() if "errors" not in line and "Non-2xx" not in line)
+    result = parse(clean)
+    assert (result.bad_status, sum(result.socket_errors.values()), result.clean) == (0, 0, True)
+
+
+def test_parse_rejects_a_report_without_latency_distribution() -> None:
+    with pytest.raises(WrkError):
+        parse(REPORT.replace("     99%    1.02s\n", ""))
+
+
+def test_parse_stat_handles_names_with_spaces_and_parentheses() -> None:
+    fields = " ".join(str(n) for n in range(4, 53))  # after the state (field 3), field k holds k
+    stat = parse_stat(f"4242 (nginx: (worker) x) S {fields}")
+    assert (stat.pid, stat.name, stat.ppid) == (4242, "nginx: (worker) x", 4)
+    assert stat.cpu_ticks == 14 + 15 + 16 + 17  # utime, stime, cutime, cstime
+    assert stat.start_ticks == 22
+
+
+def test_parse_cpu_ticks_separates_idle_and_interrupts() -> None:
+    text = "cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 10 1 5 80 4 2 3 0 0 0\ncpu1 1 0 1 98 0 0 0 0 0 0\nintr 1 2\n"
+    ticks = parse_cpu_ticks(text)
+    assert ticks == {0: CpuTicks(busy=21, interrupts=5, total=105), 1: CpuTicks(busy=2, interrupts=0, total=100)}
+    later = {0: CpuTicks(busy=71, interrupts=5, total=205), 1: CpuTicks(busy=2, interrupts=0, total=100)}
+    assert busy_percent(ticks, later) == {0: 50.0, 1: 0.0}
+
+
+def _run(target: str, rps: float, round_: int = 0, body: str = "small", **changes: object) -> Run:
+    fields: dict[str, object] = {
+        "target": target,
+        "body": body,
+        "round": round_,
+        "wrk": WrkResult(int(rps * 10), 10.0, rps, {"50": 1.0, "75": 2.0, "90": 3.0, "99": 100.0 / rps}, 0, {}),
+        "wrk_report": "",
+        "cpu_seconds": rps * 10 * 1e-4,
+        "memory": (ProcessMemory(1, "p", 50 * MB, 60 * MB, 51 * MB),),
+        "busy_percent": {0: 50.0, 1: 100.0},
+        "load_busy_percent": 50.0,
+        "proxy_busy_percent": 100.0,
+        "other_busy_percent": 1.0,
+        "spans": None,
+        "alive": True,
+    }
+    fields.update(changes)
+    return Run(**fields)  # type: ignore[arg-type]
+
+
+def test_ratio_pairs_runs_of_the_same_round_and_ignores_warmup() -> None:
+    runs = [
+        _run(NAIVE, 100, WARMUP),
+        _run(GATEWAY_RATE_1, 9999, WARMUP),
+        _run(NAIVE, 100, 0),
+        _run(GATEWAY_RATE_1, 700, 0),
+        _run(NAIVE, 50, 1),
+        _run(GATEWAY_RATE_1, 400, 1),
+        _run(GATEWAY_RATE_1, 1000, 2),  # no naive run in round 2: no ratio
+    ]
+    found = ratio(runs, GATEWAY_RATE_1, NAIVE, "small")
+    assert found is not None
+    assert (found.median, found.low, found.high) == (7.5, 7.0, 8.0)
+    assert ratio(runs, GATEWAY_RATE_1, NAIVE, "16k") is None
+
+
+def test_cpu_ratio_is_how_many_times_less_cpu_per_request() -> None:
+    runs = [_run(NAIVE, 100, cpu_seconds=1.0), _run(GATEWAY_RATE_1, 50, cpu_seconds=0.1)]  # 1000 and 200 us
+    found = cpu_ratio(runs, GATEWAY_RATE_1, NAIVE, "small")
+    assert found is not None and found.median == pytest.approx(5.0)
+
+
+def test_summary_takes_medians_over_measured_rounds() -> None:
+    runs = [_run(NAIVE, rps, round_) for round_, rps in enumerate((100, 300, 200))] + [_run(NAIVE, 1, WARMUP)]
+    summary = summarise(runs)[(NAIVE, "small")]
+    assert summary.rounds == 3
+    assert (summary.requests_per_second.median, summary.requests_per_second.low) == (200, 100)
+    assert summary.cpu_us_per_request.median == pytest.approx(100.0)
+
+
+def test_memory_over_keeps_first_start_highest_peak_and_last_end() -> None:
+    runs = [
+        _run(NAIVE, 1, 0, memory=(ProcessMemory(7, "w", 10, 30, 12),)),
+        _run(NAIVE, 1, 1, memory=(ProcessMemory(7, "w", 12, 20, 14), ProcessMemory(8, "v", 5, 5, 5))),
+    ]
+    assert memory_over(runs) == (ProcessMemory(7, "w", 10, 30, 14), ProcessMemory(8, "v", 5, 5, 5))
+
+
+def _statuses(checks: list[Check], word: str) -> list[str]:
+    return [check.status for check in checks if word in check.name]
+
+
+def test_target_checks_pass_and_fail_on_the_issue_thresholds() -> None:
+    runs = [_run(NAIVE, 100), _run(GATEWAY_RATE_0, 700), _run(GATEWAY_RATE_1, 600)]
+    checks = target_checks(runs, ["small"], [GATEWAY_RATE_0, GATEWAY_RATE_1])
+    assert _statuses(checks, "6x") == [PASS]  # 6.0x naive
+    assert _statuses(checks, "0.85x") == [PASS]  # 600/700 = 0.857
+    assert _statuses(checks, "p99") == [PASS]  # 0.167 ms <= 1 ms / 5
+    slower = [_run(NAIVE, 100), _run(GATEWAY_RATE_0, 700), _run(GATEWAY_RATE_1, 590)]
+    checks = target_checks(slower, ["small"], [GATEWAY_RATE_0, GATEWAY_RATE_1])
+    assert _statuses(checks, "6x") == [FAIL]
+    assert _statuses(checks, "0.85x") == [FAIL]
+
+
+def test_target_checks_are_not_available_without_the_gateway() -> None:
+    checks = target_checks([_run(NAIVE, 100)], ["small"], [GATEWAY_RATE_1])
+    assert {check.status for check in checks} == {NOT_AVAILABLE}
+
+
+@pytest.mark.parametrize(
+    ("start", "peak", "end", "limit", "back"),
+    [
+        (50 * MB, 60 * MB, 54 * MB, PASS, PASS),
+        (50 * MB, 60 * MB, 56 * MB, PASS, FAIL),  # above 5 MB and 10 % growth
+        (50 * MB, 100 * MB, 50 * MB, FAIL, PASS),
+    ],
+)
+def test_rss_checks(start: int, peak: int, end: int, limit: str, back: str) -> None:
+    runs = [_run(GATEWAY_RATE_1, 1, memory=(ProcessMemory(3, "gw", start, peak, end),))]
+    checks = target_checks(runs, [], [GATEWAY_RATE_1])
+    assert [check.status for check in checks] == [limit, back]
+
+
+def test_validity_flags_errors_deaths_missing_spans_and_a_busy_machine() -> None:
+    gateway_0, gateway_1 = (t for t in TARGETS if t.name in (GATEWAY_RATE_0, GATEWAY_RATE_1))
+    good = [_run(GATEWAY_RATE_0, 100, spans=0), _run(GATEWAY_RATE_1, 100, spans=2000)]
+    assert {check.status for check in validity_checks(good, [gateway_0, gateway_1])} == {PASS}
+    bad_wrk = WrkResult(1000, 10.0, 100.0, {"50": 1.0, "75": 1.0, "90": 1.0, "99": 1.0}, 3, {"read": 0})
+    bad = [
+        _run(GATEWAY_RATE_0, 100, spans=4, wrk=bad_wrk, other_busy_percent=30.0),
+        _run(GATEWAY_RATE_1, 100, spans=1900, alive=False, other_busy_percent=30.0),
+    ]
+    assert {check.status for check in validity_checks(bad, [gateway_0, gateway_1])} == {FAIL}
+
+
+def test_table_lists_unavailable_targets() -> None:
+    text = table([_run(UPSTREAM, 1000), _run(NAIVE, 100)], TARGETS, BODIES[0], {GATEWAY_RATE_1: "boom"})
+    lines = text.splitlines()
+    assert lines[0].startswith("target") and set(lines[1]) == {"-"}
+    assert "10.00x" in lines[2] and "1.00x" in lines[3]
+    assert "gateway, rate 1.0" in lines[4] and "not available" in lines[4]
+    assert len(lines) == 5
+
+
+def test_gateway_env_drops_inherited_gateway_settings() -> None:
+    target = next(t for t in TARGETS if t.name == GATEWAY_RATE_1)
+    env = gateway_env(
+        {"PATH": "/bin", "GATEWAY_SAMPLE_RATE": "0.5", "GATEWAY_ROUTES_FILE": "x.yaml"},
+        target,
+        port=8080,
+        upstream="http://127.0.0.1:1",
+        sink="http://127.0.0.1:2",
+        extra={"GATEWAY_PROPAGATION": "b3"},
+    )
+    assert env["PATH"] == "/bin" and "GATEWAY_ROUTES_FILE" not in env
+    assert env["GATEWAY_SAMPLE_RATE"] == "1.0" and env["GATEWAY_WORKERS"] == "1"
+    assert env["GATEWAY_ZIPKIN_URL"] == "http://127.0.0.1:2/api/v2/spans"
+    assert env["GATEWAY_ACCESS_LOG"] == "false" and env["GATEWAY_PROPAGATION"] == "b3"
+
+
+def test_nginx_configs_keep_everything_under_the_prefix() -> None:
+    prefix = Path("/tmp/p")
+    for config in (upstream_config(prefix, Path("/tmp/p/www"), 1234), proxy_config(prefix, 1234, 5678)):
+        assert "daemon off;" in config and "worker_processes 1;" in config
+        paths = [word.rstrip(";") for word in config.split() if word.startswith("/") and word != "/"]
+        assert paths and all(path.startswith("/tmp/p") for path in paths)
+    assert "server 127.0.0.1:1234;" in proxy_config(prefix, 1234, 5678)
+    assert "keepalive 64;" in proxy_config(prefix, 1234, 5678)
