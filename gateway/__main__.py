@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging.config
 import os
 import shutil
@@ -9,10 +10,14 @@ import signal
 import sys
 import tempfile
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from gateway.settings import Settings, describe
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
 
 EXIT_BAD_SETTINGS = 2
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -49,7 +54,7 @@ def _serve(settings: Settings) -> int:
     from prometheus_client.multiprocess import MultiProcessCollector
 
     from gateway.admin import AdminServer
-    from gateway.app import build_route_table, create_app
+    from gateway.app import build_route_table
     from gateway.logs import logging_config
     from gateway.routes import RouteFileError
 
@@ -64,9 +69,9 @@ def _serve(settings: Settings) -> int:
     if settings.workers > 1:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        target: object = "gateway.app:create_app"
+        target: object = "gateway.__main__:create_worker_app"
     else:
-        app = create_app(settings)
+        app = create_worker_app(settings)
         registry = app.metrics.registry
         target = app
 
@@ -105,6 +110,18 @@ def _serve(settings: Settings) -> int:
         if admin is not None:
             admin.stop()
     return 0
+
+
+def create_worker_app(settings: Settings | None = None) -> Gateway:
+    """The app of one worker process, with everything loaded so far kept out of the garbage collector's way."""
+    from gateway.app import create_app
+
+    app = create_app(settings)
+    # Every import and the app itself live as long as the process. Frozen, they are not traversed by each full
+    # collection, which otherwise stalls the event loop for milliseconds and shows in the p99 latency.
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 def _stopped_by_signal(signum: int, frame: FrameType | None) -> None:
