@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+import orjson
 from py_zipkin import Kind
 from py_zipkin.encoding import Endpoint, Span
 from py_zipkin.encoding._encoders import JSONEndpoint, _V2JSONEncoder
@@ -98,10 +99,10 @@ def build_spans(exchange: Exchange, local: Endpoint) -> tuple[Span, Span]:
 def encode_batch(spans: Sequence[Span]) -> bytes:
     """A Zipkin v2 JSON list (``ListOfSpans``), as the collector's POST /api/v2/spans takes it.
 
-    The whole batch is one ``json.dumps``: py_zipkin's encoder dumps span by span, and building a JSON encoder per
-    span was most of the reporter's cost at a high sampling rate (docs/performance.md).
+    The whole batch is one ``orjson.dumps``: py_zipkin's encoder dumps span by span with the standard library,
+    and encoding was most of the reporter's cost at a high sampling rate (docs/performance.md).
     """
-    return json.dumps([_ENCODER.span_json(span) for span in spans], separators=(",", ":")).encode("utf-8")
+    return orjson.dumps([_ENCODER.span_json(span) for span in spans])
 
 
 def _trace_id_hex(trace_id: int) -> str:
