@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
-import socket
 import sys
 from collections.abc import Callable, Sequence
-from types import FrameType
 
 import uvicorn
 
 from gateway.devtools.collector.app import create_collector_app
 from gateway.devtools.collector.store import DEFAULT_MAX_AGE, DEFAULT_MAX_SPANS, SpanStore
+from gateway.devtools.serving import exit_cleanly_on_stop_signals, listen
 
 EXIT_CANNOT_LISTEN = 1
 _MAX_PORT = 65535
@@ -26,38 +24,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Binding here, before uvicorn starts, lets the line below promise that the port is already listening
         # and name the real port when --port 0 asked the kernel to pick one.
-        sock = _listen(args.host, args.port)
+        sock = listen(args.host, args.port)
     except OSError as exc:
         print(f"collector: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_CANNOT_LISTEN
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
     print(f"Zipkin collector listening on http://{shown_host}:{port} (trace page at /, API at /api/v2)", flush=True)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _exit_cleanly)
+    exit_cleanly_on_stop_signals()
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     server.run(sockets=[sock])
     return 0
-
-
-def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
-    # uvicorn shuts down gracefully on the signal, restores this handler and raises the signal again so that the
-    # process "does what it would have done": here, that is exiting with status 0.
-    raise SystemExit(0)
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(socket.SOMAXCONN)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def _parser() -> argparse.ArgumentParser:

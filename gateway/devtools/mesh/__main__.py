@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
-import socket
 import sys
 from collections.abc import Sequence
-from types import FrameType
 
 import uvicorn
 
@@ -17,6 +14,7 @@ from gateway.devtools.mesh import votebot
 from gateway.devtools.mesh.app import SERVICES, ServiceConfig, create_app
 from gateway.devtools.mesh.reporting import DEFAULT_FLUSH_INTERVAL
 from gateway.devtools.mesh.tracing import Misbehaviour
+from gateway.devtools.serving import exit_cleanly_on_stop_signals, listen
 
 BOT = "bot"
 MISBEHAVE_ENV = "MESH_MISBEHAVE"
@@ -27,8 +25,7 @@ EXIT_CANNOT_LISTEN = 1
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _exit_cleanly)
+    exit_cleanly_on_stop_signals()
     if args.command == BOT:
         votebot.run(args.target, args.interval, args.rounds, log=lambda line: print(line, flush=True))
         return 0
@@ -54,7 +51,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        sock = _listen(args.host, args.port)
+        sock = listen(args.host, args.port)
     except OSError as exc:
         print(f"{args.command}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_CANNOT_LISTEN
@@ -64,24 +61,6 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     uvicorn_config = uvicorn.Config(app, log_level=args.log_level, access_log=args.access_log, lifespan="on")
     uvicorn.Server(uvicorn_config).run(sockets=[sock])
     return 0
-
-
-def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
-    # uvicorn shuts down gracefully, restores this handler and raises the signal again: then exit with status 0.
-    raise SystemExit(0)
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    # Bound before uvicorn starts so that the line printed above is true when it is read.
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(socket.SOMAXCONN)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def _parser() -> argparse.ArgumentParser:
