@@ -1,0 +1,484 @@
+"""The verdict on each trace, from hand-built spans: complete, unsampled, missing, partial, leaked, orphan."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from loadtest.traces import (
+    EXPECTED_SERVICES,
+    Expectations,
+    Record,
+    Recorder,
+    Recording,
+    SpanView,
+    Status,
+    classify_announced,
+    classify_unannounced,
+    group_by_trace,
+    judge,
+    parse_traceresponse,
+    span_from_json,
+    summary,
+    trace_hex,
+    tree_problems,
+)
+
+TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
+OTHER_TRACE = 0x0AF7651916CD43DD8448EB211C80319C
+GATEWAY = "ingress-gateway"
+EXPECT = Expectations()
+# The gateway's SERVER span, whose id the response announces.
+ROOT_ID = 0x1
+
+
+def span(
+    id: int,
+    parent: int | None,
+    service: str,
+    kind: str = "SERVER",
+    name: str = "get /",
+    path: str | None = None,
+    trace: int = TRACE,
+) -> SpanView:
+    return SpanView(trace, id, parent, kind, service, name, path)
+
+
+def list_trace(trace: int = TRACE) -> list[SpanView]:
+    """A whole /api/list trace: gateway SERVER -> gateway CLIENT -> web SERVER -> web CLIENT -> emoji SERVER."""
+    return [
+        span(ROOT_ID, None, GATEWAY, "SERVER", "get /api/list", "/api/list", trace),
+        span(0x2, ROOT_ID, GATEWAY, "CLIENT", "get /api/list", "/api/list", trace),
+        span(0x3, 0x2, "web", "SERVER", "get /api/list", "/api/list", trace),
+        span(0x4, 0x3, "web", "CLIENT", "get /list", "/list", trace),
+        span(0x5, 0x4, "emoji", "SERVER", "get /list", "/list", trace),
+    ]
+
+
+def vote_trace() -> list[SpanView]:
+    """A whole /api/vote trace: web asks emoji, then voting."""
+    return [
+        span(ROOT_ID, None, GATEWAY, "SERVER", "get /api/vote", "/api/vote"),
+        span(0x2, ROOT_ID, GATEWAY, "CLIENT", "get /api/vote", "/api/vote"),
+        span(0x3, 0x2, "web", "SERVER", "get /api/vote", "/api/vote"),
+        span(0x4, 0x3, "web", "CLIENT", "get /find", "/find"),
+        span(0x5, 0x4, "emoji", "SERVER", "get /find", "/find"),
+        span(0x6, 0x3, "web", "CLIENT", "post /vote", "/vote"),
+        span(0x7, 0x6, "voting", "SERVER", "post /vote", "/vote"),
+    ]
+
+
+def record(sampled: bool = True, endpoint: str = "/api/list", trace: int = TRACE, span_id: int = ROOT_ID) -> Record:
+    return Record(trace, span_id, sampled, endpoint, 1_700_000_000.0)
+
+
+def without(spans: list[SpanView], *ids: int) -> list[SpanView]:
+    return [each for each in spans if each.id not in ids]
+
+
+# --- traceresponse -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", (TRACE, 0x00F067AA0BA902B7, True)),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", (TRACE, 0x00F067AA0BA902B7, False)),
+        # A 64-bit trace id arrives left-padded with zeros.
+        ("00-0000000000000000a3ce929d0e0e4736-00f067aa0ba902b7-01", (0xA3CE929D0E0E4736, 0x00F067AA0BA902B7, True)),
+        # Only the sampled bit is read.
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03", (TRACE, 0x00F067AA0BA902B7, True)),
+        (" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ", (TRACE, 0x00F067AA0BA902B7, True)),
+    ],
+)
+def test_parse_traceresponse_reads_trace_span_and_sampled_flag(value, expected):
+    assert parse_traceresponse(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  # upper case
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # unknown version
+        "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",  # 31 hex
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # zero trace id
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # zero span id
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+    ],
+)
+def test_parse_traceresponse_rejects_malformed_values(value):
+    assert parse_traceresponse(value) is None
+
+
+# --- one announced trace -----------------------------------------------------------------------------------
+
+
+def test_whole_sampled_trace_is_complete():
+    verdict = classify_announced(record(), list_trace(), EXPECT)
+    assert verdict.status is Status.COMPLETE
+    assert verdict.problems == ()
+    assert verdict.endpoint == "/api/list"
+
+
+def test_whole_vote_trace_with_emoji_and_voting_is_complete():
+    assert classify_announced(record(endpoint="/api/vote"), vote_trace(), EXPECT).status is Status.COMPLETE
+
+
+def test_unsampled_trace_without_spans_is_clean():
+    verdict = classify_announced(record(sampled=False), [], EXPECT)
+    assert verdict.status is Status.UNSAMPLED
+    assert verdict.problems == ()
+
+
+def test_sampled_trace_without_spans_is_missing():
+    verdict = classify_announced(record(), [], EXPECT)
+    assert verdict.status is Status.MISSING
+    assert verdict.problems == ("sampled, yet the collector holds no span of it",)
+
+
+def test_unsampled_trace_with_spans_is_leaked_and_names_who_reported():
+    # web ignored the decision: its spans hang from the gateway's CLIENT span, which was never reported.
+    spans = without(list_trace(), ROOT_ID, 0x2)
+    verdict = classify_announced(record(sampled=False), spans, EXPECT)
+    assert verdict.status is Status.LEAKED
+    assert verdict.problems == ("not sampled, yet reported by emoji, web",)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "spans", "problems"),
+    [
+        pytest.param(
+            "/api/vote",
+            without(vote_trace(), 0x7),
+            ("no span from voting",),
+            id="a service dropped its spans",
+        ),
+        pytest.param(
+            "/api/list",
+            without(list_trace(), 0x2),
+            ("missing parent of web SERVER 'get /api/list'",),
+            id="the gateway's CLIENT span is missing",
+        ),
+        pytest.param(
+            "/api/list",
+            without(list_trace(), ROOT_ID, 0x2),
+            ("no root span", "missing parent of web SERVER 'get /api/list'", "no span from ingress-gateway"),
+            id="the gateway reported nothing",
+        ),
+        pytest.param(
+            "/api/list",
+            [*without(list_trace(), 0x5), span(0x5, None, "emoji", name="get /list")],
+            ("2 root spans: emoji SERVER 'get /list', ingress-gateway SERVER 'get /api/list'",),
+            id="a service started its own trace with the same id",
+        ),
+        pytest.param(
+            "/api/list",
+            [span(0x3, None, "web", name="get /api/list"), *without(list_trace(), ROOT_ID, 0x2, 0x3)],
+            ("the root is web SERVER 'get /api/list', not the gateway's SERVER span", "no span from ingress-gateway"),
+            id="the root is not the gateway's",
+        ),
+        pytest.param(
+            "/api/list",
+            [*without(list_trace(), 0x4, 0x5), span(0x4, 0x5, "web", "CLIENT"), span(0x5, 0x4, "emoji")],
+            ("not connected to the root: emoji SERVER 'get /', web CLIENT 'get /'",),
+            id="a cycle of parents",
+        ),
+        pytest.param(
+            "/api/list",
+            [span(ROOT_ID, None, GATEWAY, "CLIENT", "get /api/list"), *list_trace()[1:]],
+            ("the root is ingress-gateway CLIENT 'get /api/list', not the gateway's SERVER span",),
+            id="the gateway's root is not a SERVER span",
+        ),
+    ],
+)
+def test_broken_sampled_trace_is_partial(endpoint, spans, problems):
+    verdict = classify_announced(record(endpoint=endpoint), spans, EXPECT)
+    assert verdict.status is Status.PARTIAL
+    assert verdict.problems == problems
+
+
+def test_root_other_than_the_announced_server_span_is_partial():
+    verdict = classify_announced(record(span_id=0x99), list_trace(), EXPECT)
+    assert verdict.status is Status.PARTIAL
+    assert verdict.problems == ("the root is not the SERVER span the response announced",)
+
+
+def test_many_broken_spans_are_described_by_a_few():
+    spans = [span(ROOT_ID, None, GATEWAY, "SERVER", "get /api/list")] + [
+        span(0x10 + n, 0x99, "web", name=f"get /{n}") for n in range(5)
+    ]
+    problems = tree_problems(spans, Expectations(services={}), "/api/list", ROOT_ID)
+    described = "web SERVER 'get /0', web SERVER 'get /1', web SERVER 'get /2' and 2 more"
+    assert problems == (f"missing parent of {described}",)
+
+
+def test_an_endpoint_without_expectations_needs_only_the_gateway():
+    spans = [span(ROOT_ID, None, GATEWAY, "SERVER", "get /health"), span(0x2, ROOT_ID, GATEWAY, "CLIENT")]
+    assert classify_announced(record(endpoint="/health"), spans, EXPECT).status is Status.COMPLETE
+    assert EXPECT.services_for("/health") == {GATEWAY}
+    assert EXPECT.services_for("/api/vote") == {GATEWAY, *EXPECTED_SERVICES["/api/vote"]}
+
+
+def test_gateway_service_name_is_configurable_and_case_insensitive():
+    spans = [span(ROOT_ID, None, "edge", "SERVER"), span(0x2, ROOT_ID, "edge", "CLIENT")]
+    expectations = Expectations(gateway_service="Edge", services={})
+    assert classify_announced(record(endpoint="/x"), spans, expectations).status is Status.COMPLETE
+    assert classify_announced(record(endpoint="/x"), spans, Expectations(services={})).status is Status.PARTIAL
+
+
+# --- traces no response announced ----------------------------------------------------------------------------
+
+
+def test_unannounced_trace_started_by_a_service_is_an_orphan():
+    spans = [span(0x5, None, "emoji", name="get /list", path="/list")]
+    verdict = classify_unannounced(OTHER_TRACE, spans, EXPECT)
+    assert verdict.status is Status.ORPHAN
+    assert verdict.problems == ("announced by no response, started by emoji SERVER 'get /list'",)
+    assert verdict.endpoint == "/list"
+    assert not verdict.announced
+
+
+def test_unannounced_trace_without_root_is_an_orphan():
+    verdict = classify_unannounced(TRACE, without(list_trace(), ROOT_ID, 0x2), EXPECT)
+    assert verdict.status is Status.ORPHAN
+    assert verdict.problems == ("announced by no response, without a root span; reported by emoji, web",)
+
+
+def test_unannounced_gateway_trace_is_judged_by_the_endpoint_of_its_root():
+    assert classify_unannounced(TRACE, list_trace(), EXPECT).status is Status.COMPLETE
+    verdict = classify_unannounced(TRACE, without(list_trace(), 0x5), EXPECT)
+    assert verdict.status is Status.PARTIAL
+    assert verdict.problems == ("no span from emoji",)
+
+
+# --- a whole run ------------------------------------------------------------------------------------------------
+
+
+def run_of(*records: Record) -> Recording:
+    return Recording(records=records, stopped=1_700_000_001.0)
+
+
+def test_judge_counts_every_status_and_keeps_the_broken_traces():
+    sampled, unsampled, lost, leaky = TRACE, OTHER_TRACE, 0xA1, 0xA2
+    orphan = [span(0x9, None, "voting", name="get /results", trace=0xB1)]
+    traces = {
+        sampled: list_trace(sampled),
+        leaky: without(list_trace(leaky), ROOT_ID, 0x2),
+        0xB1: orphan,
+        0xB2: list_trace(0xB2),  # the gateway's, announced by no recorded response
+    }
+    recording = run_of(
+        record(trace=sampled),
+        record(sampled=False, trace=unsampled),
+        record(trace=lost),
+        record(sampled=False, trace=leaky),
+    )
+    report = judge(recording, traces, EXPECT)
+    assert report.counts == {
+        Status.COMPLETE: 2,
+        Status.UNSAMPLED: 1,
+        Status.MISSING: 1,
+        Status.LEAKED: 1,
+        Status.ORPHAN: 1,
+    }
+    assert {(verdict.trace_id, verdict.status) for verdict in report.broken} == {
+        (lost, Status.MISSING),
+        (leaky, Status.LEAKED),
+        (0xB1, Status.ORPHAN),
+    }
+    assert report.unannounced_complete == 1
+    assert (report.responses, report.sampled) == (4, 2)
+    assert not report.passed
+
+
+def test_judge_passes_a_run_of_whole_and_clean_traces():
+    report = judge(run_of(record(), record(sampled=False, trace=OTHER_TRACE)), {TRACE: list_trace()}, EXPECT)
+    assert report.passed
+    assert report.broken == ()
+    assert report.problems == ()
+
+
+def test_judge_only_announced_ignores_other_traces():
+    traces = {TRACE: list_trace(), OTHER_TRACE: [span(0x9, None, "emoji", trace=OTHER_TRACE)]}
+    assert not judge(run_of(record()), traces, EXPECT).passed
+    report = judge(run_of(record()), traces, EXPECT, check_unannounced=False)
+    assert report.passed
+    assert report.counts == {Status.COMPLETE: 1}
+
+
+@pytest.mark.parametrize(
+    ("recording", "truncated", "problem"),
+    [
+        (Recording(), False, "no response announced a trace: nothing was checked"),
+        (
+            Recording((record(),), dropped=3),
+            False,
+            "3 responses beyond the recorder's bound: their traces went unchecked",
+        ),
+        (
+            Recording((record(),), without_traceresponse=2),
+            False,
+            "2 responses carried no valid traceresponse header",
+        ),
+        (
+            Recording((record(), record(sampled=False))),
+            False,
+            "1 responses announced a trace already announced with another span or decision",
+        ),
+        (
+            Recording((record(),)),
+            True,
+            "the collector listed as many traces as asked for: traces of the run may have gone unseen",
+        ),
+    ],
+)
+def test_judge_fails_a_run_it_cannot_vouch_for(recording, truncated, problem):
+    report = judge(recording, {TRACE: list_trace()}, EXPECT, listing_truncated=truncated)
+    assert report.problems == (problem,)
+    assert not report.passed
+
+
+def test_same_announcement_twice_is_no_conflict():
+    report = judge(run_of(record(), record()), {TRACE: list_trace()}, EXPECT)
+    assert report.passed
+    assert report.counts == {Status.COMPLETE: 1}
+
+
+def test_unanswered_requests_are_reported_but_do_not_fail_the_run():
+    report = judge(Recording((record(),), unanswered=4), {TRACE: list_trace()}, EXPECT)
+    assert report.passed
+    assert report.unanswered == 4
+    assert "4 requests got no response" in summary(report)
+
+
+def test_summary_and_json_name_each_problem_with_an_example_trace():
+    traces = {TRACE: without(vote_trace(), 0x7)}
+    report = judge(run_of(record(endpoint="/api/vote"), record(sampled=False, trace=OTHER_TRACE)), traces, EXPECT)
+    text = summary(report)
+    assert text.splitlines()[0] == "Trace check: FAILED"
+    assert "      1 x partial: no span from voting" in text
+    assert f"e.g. {trace_hex(TRACE)} /api/vote" in text
+    document = report.as_json()
+    assert document["passed"] is False
+    assert document["counts"] == {
+        "complete": 0,
+        "unsampled": 1,
+        "missing": 0,
+        "partial": 1,
+        "leaked": 0,
+        "orphan": 0,
+    }
+    assert document["trace_problems"] == [
+        {"problem": "partial: no span from voting", "traces": 1, "example": trace_hex(TRACE)}
+    ]
+    assert document["examples"][0]["trace_id"] == trace_hex(TRACE)
+
+
+def test_summary_of_a_passing_run():
+    report = judge(run_of(record()), {TRACE: list_trace()}, EXPECT)
+    lines = summary(report).splitlines()
+    assert lines[0] == "Trace check: PASSED"
+    assert lines[1].split()[:2] == ["responses", "1"]
+    assert not any("e.g." in line for line in lines)
+
+
+# --- spans from JSON --------------------------------------------------------------------------------------------
+
+
+def test_span_from_json_reads_ids_kind_service_and_path():
+    data = {
+        "traceId": "a3ce929d0e0e4736",
+        "parentId": "00f067aa0ba902b7",
+        "id": "00f067aa0ba902b8",
+        "kind": "CLIENT",
+        "name": "get /list",
+        "localEndpoint": {"serviceName": "Web", "ipv4": "10.0.0.1"},
+        "tags": {"http.path": "/list", "http.method": "GET"},
+    }
+    assert span_from_json(data) == SpanView(
+        0xA3CE929D0E0E4736, 0x00F067AA0BA902B8, 0x00F067AA0BA902B7, "CLIENT", "web", "get /list", "/list"
+    )
+
+
+def test_span_from_json_leaves_absent_fields_out():
+    assert span_from_json({"traceId": "1", "id": "2"}) == SpanView(1, 2)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{}, {"traceId": "abc"}, {"traceId": "xyz", "id": "1"}, {"traceId": 12, "id": "1"}, {"traceId": "1", "id": ""}],
+)
+def test_span_from_json_rejects_what_is_not_a_span(data):
+    with pytest.raises(ValueError, match="not a Zipkin v2 span"):
+        span_from_json(data)
+
+
+def test_group_by_trace_and_trace_hex():
+    grouped = group_by_trace([*list_trace(), *list_trace(OTHER_TRACE)[:2]])
+    assert {trace: len(spans) for trace, spans in grouped.items()} == {TRACE: 5, OTHER_TRACE: 2}
+    assert trace_hex(0xA3CE929D0E0E4736) == "a3ce929d0e0e4736"
+    assert trace_hex(0x1) == "0000000000000001"
+    assert trace_hex(TRACE) == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+# --- recording ----------------------------------------------------------------------------------------------------
+
+
+SAMPLED_HEADER = "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000001-01"
+
+
+def test_recorder_keeps_announcements_and_counts_the_rest():
+    recorder = Recorder(max_records=2)
+    recorder.response("/api/list", 10.0, SAMPLED_HEADER)
+    recorder.response("/api/vote", 11.0, "00-0af7651916cd43dd8448eb211c80319c-0000000000000002-00")
+    recorder.response("/api/list", 12.0, SAMPLED_HEADER)  # beyond the bound
+    recorder.response("/api/list", 13.0, None)
+    recorder.response("/api/list", 14.0, "garbage")
+    recorder.unanswered()
+    recording = recorder.recording(stopped=20.0)
+    assert recording.records == (
+        Record(TRACE, 1, True, "/api/list", 10.0),
+        Record(OTHER_TRACE, 2, False, "/api/vote", 11.0),
+    )
+    assert (recording.dropped, recording.without_traceresponse, recording.unanswered) == (1, 2, 1)
+    assert recording.window() == (10.0, 20.0)
+    recorder.clear()
+    assert recorder.recording() == Recording()
+
+
+def test_recorder_is_safe_across_threads():
+    recorder = Recorder(max_records=10_000)
+    per_thread, threads = 500, 8
+
+    def record_many() -> None:
+        for n in range(per_thread):
+            recorder.response("/api/list", float(n), SAMPLED_HEADER)
+
+    workers = [threading.Thread(target=record_many) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(10)
+    assert len(recorder.recording().records) == per_thread * threads
+
+
+def test_recorder_refuses_a_bound_below_one():
+    with pytest.raises(ValueError, match="max_records"):
+        Recorder(max_records=0)
+
+
+def test_recordings_of_several_workers_merge():
+    first = Recording((record(),), dropped=1, without_traceresponse=2, unanswered=3, stopped=5.0)
+    second = Recording((record(trace=OTHER_TRACE),), dropped=1, stopped=7.0)
+    merged = Recording.merge([first, second])
+    assert merged.records == (record(), record(trace=OTHER_TRACE))
+    assert (merged.dropped, merged.without_traceresponse, merged.unanswered, merged.stopped) == (2, 2, 3, 7.0)
+    assert Recording.merge([]) == Recording()
+
+
+def test_window_without_a_stop_time_ends_with_the_last_request():
+    recording = Recording((Record(TRACE, 1, True, "/", 3.0), Record(OTHER_TRACE, 1, True, "/", 1.0)))
+    assert recording.window() == (1.0, 3.0)
+    assert Recording().window() is None
