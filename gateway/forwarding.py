@@ -15,6 +15,7 @@ HOST = b"host"
 X_FORWARDED_FOR = b"x-forwarded-for"
 X_FORWARDED_HOST = b"x-forwarded-host"
 X_FORWARDED_PROTO = b"x-forwarded-proto"
+MESH_CONTROL_PREFIX = b"l5d-"
 
 # RFC 9110 7.6.1 names Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and Upgrade; Trailer
 # announces fields of a chunked body the proxy re-frames, and Proxy-Authorization/Proxy-Authenticate are
@@ -64,8 +65,8 @@ def upstream_request_headers(
     upstream_authority: bytes,
     preserve_host: bool,
 ) -> ForwardedHeaders:
-    """What goes upstream: every header in order, less hop-by-hop, Connection-nominated and trace headers (the
-    gateway sends its own), with Host and X-Forwarded-For/-Host/-Proto rewritten.
+    """What goes upstream: every header in order, less hop-by-hop, Connection-nominated, trace (the gateway sends
+    its own) and Linkerd control (``l5d-*``) headers, with Host and X-Forwarded-For/-Host/-Proto rewritten.
 
     The first Host header is the request's host, the one the gateway routes on; a further Host is dropped, so the
     upstream never sees a host the gateway did not route on (RFC 9112 3.2 answers several Host lines with 400;
@@ -89,6 +90,10 @@ def upstream_request_headers(
                 options = _connection_options(value, options)
         elif is_trace_header(name):
             had_trace_headers = True
+        elif name.startswith(MESH_CONTROL_PREFIX):
+            # Linkerd acts on l5d-* request headers (l5d-dst-override picks the destination service): from the
+            # internet they would let a client reach any service in the cluster, so they never pass the edge.
+            continue
         else:
             kept.append((name, value))
     if options:

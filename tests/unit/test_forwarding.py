@@ -277,6 +277,19 @@ def test_headers_that_only_look_like_trace_headers_pass(name):
     assert forwarded.had_trace_headers is False
 
 
+@pytest.mark.parametrize("name", [b"l5d-dst-override", b"l5d-require-id", b"l5d-sample", b"l5d-anything"])
+def test_linkerd_control_headers_from_the_client_never_reach_the_mesh(name):
+    forwarded = forward([(b"host", b"a.com"), (name, b"admin-svc.kube-system.svc.cluster.local:80"), (b"x", b"1")])
+    assert passed_through(forwarded.headers) == [(b"x", b"1")]
+    assert forwarded.had_trace_headers is False
+
+
+@pytest.mark.parametrize("name", [b"l5d", b"x-l5d-dst-override", b"l5dx-header"])
+def test_headers_that_only_look_like_linkerd_ones_pass(name):
+    forwarded = forward([(b"host", b"a.com"), (name, b"1")])
+    assert passed_through(forwarded.headers) == [(name, b"1")]
+
+
 def test_end_to_end_headers_pass_untouched_including_authorization_and_forwarded():
     request = [
         (b"authorization", b"Bearer t"),
