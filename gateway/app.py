@@ -66,15 +66,15 @@ def create_upstream(settings: Settings) -> Upstream:
     return HttpxUpstream(settings.upstream_timeout, settings.upstream_max_connections)
 
 
-def build_route_table(settings: Settings) -> RouteTable:
-    """The routes file's routes, with GATEWAY_UPSTREAM_URL as the fallback (raises RouteFileError, ValueError)."""
+def build_route_table(settings: Settings) -> tuple[RouteTable, Route | None]:
+    """The routes file's routes and the GATEWAY_UPSTREAM_URL fallback, if any (raises RouteFileError, ValueError)."""
     routes = load_routes(settings.routes_file) if settings.routes_file is not None else []
     default = (
         Route(name=DEFAULT_ROUTE_NAME, upstream=parse_upstream(settings.upstream_url))
         if settings.upstream_url
         else None
     )
-    return RouteTable(routes, default)
+    return RouteTable(routes, default), default
 
 
 class Gateway:
@@ -89,7 +89,8 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
-        self._routes = build_route_table(settings)
+        # Spans of the fallback route are named by path, those of a named route by its name.
+        self._routes, self._default_route = build_route_table(settings)
         self._routes_by_host = self._routes.routes_by_host
         self._samplers: dict[int, RatioSampler] = {}
         self._cap = TracesPerSecondCap(settings.max_traces_per_second)
@@ -214,7 +215,6 @@ class Gateway:
         relay = _Relay(send, trace_response)
         client_started_wall = time.time()
         client_started = time.perf_counter()
-        client_finished = client_started
         try:
             # The request's own bytes go upstream: scope["path"] is percent-decoded ("%3F" would become a query).
             raw_path = scope.get("raw_path")
@@ -235,7 +235,7 @@ class Gateway:
                         client_span_id=client_span_id,
                         parent_id=parent.span_id if parent is not None else None,
                         debug=decision.debug,
-                        name=f"{method} {path if route.name == DEFAULT_ROUTE_NAME else route.name}",
+                        name=f"{method} {path if route is self._default_route else route.name}",
                         method=method,
                         path=path,
                         host=forwarded.host,

@@ -195,8 +195,9 @@ async def test_per_route_sample_rates_override_the_global_rate(tmp_path, upstrea
         f"  - {{name: votes, path_prefix: /api/vote, upstream: '{upstream_url}', sample_rate: 1.0}}\n"
         f"  - {{name: rest, path_prefix: /, upstream: '{upstream_url}'}}\n"
     )
-    settings = Settings(routes_file=routes, sample_rate=0.0)
-    app = create_app(settings, metrics=Metrics(), reporter=RecordingReporter())
+    settings = Settings(routes_file=routes, sample_rate=0.0, upstream_url=upstream_url)
+    reporter = RecordingReporter()
+    app = create_app(settings, metrics=Metrics(), reporter=reporter)
     await app.startup()
     try:
         transport = httpx.ASGITransport(app=app, client=UNTRUSTED_CLIENT)
@@ -206,3 +207,23 @@ async def test_per_route_sample_rates_override_the_global_rate(tmp_path, upstrea
     finally:
         await app.shutdown()
     assert (voted["x-b3-sampled"], listed["x-b3-sampled"]) == ("1", "0")
+    # A named route names its spans; only the GATEWAY_UPSTREAM_URL fallback is named by the request's path.
+    assert [exchange.name for exchange, _ in reporter.submitted] == ["GET votes"]
+
+
+async def test_the_fallback_route_names_spans_by_path_even_beside_a_route_called_default(tmp_path, upstream_url):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(f"routes:\n  - {{name: default, path_prefix: /api, upstream: '{upstream_url}'}}\n")
+    reporter = RecordingReporter()
+    app = create_app(
+        Settings(routes_file=routes, upstream_url=upstream_url, sample_rate=1.0), metrics=Metrics(), reporter=reporter
+    )
+    await app.startup()
+    try:
+        transport = httpx.ASGITransport(app=app, client=UNTRUSTED_CLIENT)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
+            await http.get("/api/list")
+            await http.get("/elsewhere")
+    finally:
+        await app.shutdown()
+    assert [exchange.name for exchange, _ in reporter.submitted] == ["GET default", "GET /elsewhere"]
