@@ -179,28 +179,22 @@ class Reporter:
         return len(self._queue) * SPANS_PER_EXCHANGE + self._reserved + self._in_flight
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        last_export = loop.time()
+        # A full batch goes at once; a partial one only after a flush interval with no full batch. Sending whatever
+        # queued while the last POST was in flight made batches of a few dozen spans, and each POST costs as much
+        # as encoding hundreds of spans.
         while True:
             self._queue_depth.set(self._used())
-            if not self._queue and self._stopping:
-                return
-            waited = loop.time() - last_export
-            if self._queue and (self._should_export(waited) or self._stopping):
+            if len(self._queue) >= self._batch_exchanges or (self._stopping and self._queue):
                 await self._export(self._take_batch())
-                last_export = loop.time()
                 continue
+            if self._stopping:
+                return
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, self._flush_interval - waited))
+                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
             except TimeoutError:
-                pass
-
-    def _should_export(self, waited: float) -> bool:
-        # A full batch goes at once, a partial one only when the interval is up: sending whatever queued while
-        # the last POST was in flight made batches of a few dozen spans, and each POST costs as much as hundreds
-        # of spans' encoding.
-        return len(self._queue) >= self._batch_exchanges or waited >= self._flush_interval
+                if self._queue:
+                    await self._export(self._take_batch())
 
     def _take_batch(self) -> list[Exchange]:
         count = min(len(self._queue), self._batch_exchanges)

@@ -304,3 +304,22 @@ async def test_a_partial_batch_waits_for_the_interval_even_right_after_an_export
     # About 0.8 s of submissions at one batch per 0.4 s is 2 or 3 POSTs (plus the flush at stop); one POST per
     # 50 ms of sending would be a dozen or more.
     assert len(sender.payloads) <= 5
+
+
+async def test_an_idle_reporter_sleeps_between_intervals():
+    metrics, sender = Metrics(), FakeSender()
+    reporter = make_reporter(sender, metrics, flush_interval=0.05)
+    wakeups = 0
+    gauge_set = reporter._queue_depth.set
+
+    def counting_set(value: float) -> None:
+        nonlocal wakeups
+        wakeups += 1
+        gauge_set(value)
+
+    reporter._queue_depth.set = counting_set  # type: ignore[method-assign]
+    await reporter.start()
+    await asyncio.sleep(0.5)
+    await reporter.stop(deadline=1)
+    # About ten intervals passed: a loop that spins instead of waiting wakes thousands of times.
+    assert wakeups <= 30
