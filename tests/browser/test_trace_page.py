@@ -6,30 +6,17 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from gateway.devtools.collector import create_collector_app
-from tests.support import REPO_ROOT, ThreadedServer
+from tests.support import SCREENSHOTS, ThreadedServer, headless_chromium
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-# No sandbox (containers, root), nothing that reaches for the network: the test machines are offline.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SCREENSHOTS = REPO_ROOT / "build" / "screenshots"
 ERROR_RED = "rgb(217, 63, 63)"
 
 TRACE_ID = "5e1f0c2a9b8d7e6f4a3b2c1d0e9f8a7b"
@@ -107,11 +94,8 @@ def collector_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+    with headless_chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

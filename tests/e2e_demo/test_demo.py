@@ -19,11 +19,20 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from gateway.demo import PORTS
 from tests.integration.mesh.traces import ZipkinReader, assert_connected, poll, service, services
-from tests.support import LOOPBACK, REPO_ROOT, RunningProcess, free_port, python_module, running_process
+from tests.support import (
+    LOOPBACK,
+    REPO_ROOT,
+    SCREENSHOTS,
+    RunningProcess,
+    free_port,
+    headless_chromium,
+    python_module,
+    running_process,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -37,17 +46,6 @@ EXPECTED_TRACES = {
     "/api/vote": (7, {GATEWAY_SERVICE, "web", "emoji", "voting"}),
     "/api/leaderboard": (7, {GATEWAY_SERVICE, "web", "emoji", "voting"}),
 }
-SCREENSHOTS = REPO_ROOT / "build" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @dataclass
@@ -138,11 +136,8 @@ def test_the_bots_traces_arrive_complete(demo: Demo) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+    with headless_chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
