@@ -172,7 +172,9 @@ class Gateway:
         route = self._routes.match(_host_of(request_headers) if self._routes_by_host else "", path)
         if route is None:
             self.metrics.upstream_errors.labels("no_route").inc()
-            await _plain_response(send, 404, "no route for this host and path\n", [])
+            # Nothing goes into the mesh, so nothing is traced; the contract still promises a traceresponse.
+            unrouted = self._trace_response(self._ids.new_trace_id(), self._ids.new_span_id(), sampled=False)
+            await _plain_response(send, 404, "no route for this host and path\n", unrouted)
             return
 
         forwarded = upstream_request_headers(
@@ -205,11 +207,7 @@ class Gateway:
             outgoing.append((b"b3", format_single(upstream_context).encode()))
         if self._emit_traceparent:
             outgoing.append((b"traceparent", format_traceparent(upstream_context).encode()))
-        trace_response = (
-            [(TRACE_RESPONSE, format_traceresponse(trace_id, server_span_id, decision.sampled).encode())]
-            if self.settings.trace_response_header
-            else []
-        )
+        trace_response = self._trace_response(trace_id, server_span_id, decision.sampled)
 
         query: bytes = scope.get("query_string", b"")
         relay = _Relay(send, trace_response)
@@ -254,6 +252,11 @@ class Gateway:
                 )
             if self.settings.access_log:
                 _log_access(method, path, relay, trace_id, decision, client_host, finished - started)
+
+    def _trace_response(self, trace_id: int, span_id: int, sampled: bool) -> list[tuple[bytes, bytes]]:
+        if not self.settings.trace_response_header:
+            return []
+        return [(TRACE_RESPONSE, format_traceresponse(trace_id, span_id, sampled).encode())]
 
     def _sampler_for(self, route: Route) -> RatioSampler:
         sampler = self._samplers.get(id(route))

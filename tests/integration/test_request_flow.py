@@ -227,3 +227,22 @@ async def test_the_fallback_route_names_spans_by_path_even_beside_a_route_called
     finally:
         await app.shutdown()
     assert [exchange.name for exchange, _ in reporter.submitted] == ["GET default", "GET /elsewhere"]
+
+
+async def test_a_request_no_route_matches_gets_404_with_an_unsampled_traceresponse(tmp_path, upstream_url):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(f"routes:\n  - {{name: api, path_prefix: /api, upstream: '{upstream_url}'}}\n")
+    reporter = RecordingReporter()
+    app = create_app(Settings(routes_file=routes, sample_rate=1.0), metrics=Metrics(), reporter=reporter)
+    await app.startup()
+    try:
+        transport = httpx.ASGITransport(app=app, client=UNTRUSTED_CLIENT)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
+            response = await http.get("/elsewhere")
+    finally:
+        await app.shutdown()
+    assert response.status_code == 404
+    version, trace_id, span_id, flags = response.headers["traceresponse"].split("-")
+    assert (version, len(trace_id), len(span_id), flags) == ("00", 32, 16, "00")
+    assert reporter.submitted == []
+    assert counted(app, "gateway_upstream_errors_total", kind="no_route") == 1
