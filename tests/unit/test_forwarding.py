@@ -303,7 +303,11 @@ def test_end_to_end_headers_pass_untouched_including_authorization_and_forwarded
 
 # Untrusted input: header lists of any shape, with names drawn to hit every rule.
 _NAMES = st.sampled_from(
-    sorted(HOP_BY_HOP | GATEWAY_SET | {b"b3", b"traceparent", b"x-b3-spanid", b"content-length", b"cookie", b"x-foo"})
+    sorted(
+        HOP_BY_HOP
+        | GATEWAY_SET
+        | {b"b3", b"traceparent", b"x-b3-spanid", b"l5d-dst-override", b"content-length", b"cookie", b"x-foo"}
+    )
 )
 _TOKENS = st.binary(min_size=1, max_size=12).map(lambda raw: raw.lower())
 _VALUES = st.one_of(
@@ -328,13 +332,13 @@ def test_no_hop_by_hop_or_nominated_header_ever_reaches_the_upstream(headers, cl
     assert not (set(names) & (HOP_BY_HOP | _nominated(headers)))
     assert names.count(b"host") == 1
     assert names.count(b"x-forwarded-proto") == 1
-    assert not any(name in {b"b3", b"traceparent"} or name.startswith(b"x-b3-") for name in names)
+    assert not any(name in {b"b3", b"traceparent"} or name.startswith((b"x-b3-", b"l5d-")) for name in names)
     kept = [
         (name, value)
         for name, value in headers
         if name not in HOP_BY_HOP | GATEWAY_SET | _nominated(headers)
         and name not in {b"b3", b"traceparent", b"tracestate"}
-        and not name.startswith(b"x-b3-")
+        and not name.startswith((b"x-b3-", b"l5d-"))
     ]
     assert passed_through(forwarded.headers) == kept
 
