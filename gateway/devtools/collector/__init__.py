@@ -14,7 +14,7 @@ Zipkin's v2 API (specs/zipkin2-api.yaml), so that the same client code works aga
 and, for tests and people:
 
     GET    /api/v2/_stats           counters: spans stored, received, duplicate, evicted; requests by outcome
-    DELETE /api/v2/_reset           empty the store and zero the counters (POST, and /api/v2/reset, work too)
+    DELETE /api/v2/_reset           empty the store and zero the counters (POST works too)
     GET    /                        the trace page; `/#trace=<id>` opens one trace
     GET    /health                  {"status": "UP"}
 """

@@ -30,7 +30,6 @@ API = "/api/v2"
 STATS_PATH = f"{API}/_stats"
 RESET_PATH = f"{API}/_reset"
 # tests/e2e/conftest.py posts to this spelling; it names the same hook.
-RESET_ALIAS_PATH = f"{API}/reset"
 STATIC_DIR = Path(__file__).parent / "static"
 
 
@@ -45,8 +44,8 @@ def create_collector_app(
 
     Every `POST /api/v2/spans` is answered `response_delay` seconds late (its spans are stored on arrival) and the
     first `fail_first` of them are answered 503 without storing anything: a reporter's retries and timeouts can be
-    tested against it. `GET /api/v2/_stats` reports counters; `DELETE /api/v2/_reset` (or POST, or the
-    path `/api/v2/reset`) empties the store and zeroes the counters.
+    tested against it. `GET /api/v2/_stats` reports counters; `DELETE /api/v2/_reset` (or POST) empties
+    the store and zeroes the counters.
     """
     if response_delay < 0 or fail_first < 0:
         raise ValueError(f"response_delay and fail_first must not be negative, got {response_delay}, {fail_first}")
@@ -63,7 +62,6 @@ def create_collector_app(
         Route(f"{API}/traceMany", collector.trace_many, methods=["GET"]),
         Route(STATS_PATH, collector.stats, methods=["GET"]),
         Route(RESET_PATH, collector.reset, methods=["DELETE", "POST"]),
-        Route(RESET_ALIAS_PATH, collector.reset, methods=["DELETE", "POST"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes)

@@ -153,11 +153,10 @@ def test_stats_count_requests_and_spans(client):
 
 
 @pytest.mark.parametrize("method", ["DELETE", "POST"])
-@pytest.mark.parametrize("path", ["/api/v2/_reset", "/api/v2/reset"])
-def test_reset_empties_the_store(client, method, path):
+def test_reset_empties_the_store(client, method):
     post_json(client, [ROOT]).raise_for_status()
 
-    assert client.request(method, path).status_code == 204
+    assert client.request(method, "/api/v2/_reset").status_code == 204
 
     assert client.get(f"/api/v2/trace/{TRACE_ID}").status_code == 404
     assert client.get("/api/v2/_stats").json()["requestsAccepted"] == 0
