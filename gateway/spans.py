@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -126,9 +125,6 @@ class _ZipkinV2JSONEncoder(_V2JSONEncoder):
     for every span the gateway builds), adds ``debug``, which the encoder never writes, and writes a duration
     under one microsecond as 1, where the encoder writes 0 or drops it (the spec's ``duration`` has minimum 1).
     """
-
-    def encode_span(self, span: Span) -> str:
-        return json.dumps(self.span_json(span))
 
     def span_json(self, span: Span) -> dict[str, object]:
         encoded: dict[str, object] = {"traceId": span.trace_id, "id": span.span_id}
