@@ -131,8 +131,9 @@ def test_gzip_json_decodes_like_plain_json():
 # --- protobuf ------------------------------------------------------------------------------------------------------
 
 
-def test_protobuf_span_with_every_field_decodes_to_the_expected_span():
-    message = proto_span(
+def full_proto_span() -> zipkin_pb2.Span:
+    """The protobuf twin of FULL_SPAN, annotations and tags out of order: decoding must sort them."""
+    return proto_span(
         parent_id=bytes.fromhex(PARENT_ID),
         kind=zipkin_pb2.Span.SERVER,
         name="get /api",
@@ -150,6 +151,10 @@ def test_protobuf_span_with_every_field_decodes_to_the_expected_span():
         debug=True,
         shared=True,
     )
+
+
+def test_protobuf_span_with_every_field_decodes_to_the_expected_span():
+    message = full_proto_span()
 
     assert decode_spans(proto_body(message), PROTOBUF) == [
         Span(
@@ -172,24 +177,7 @@ def test_protobuf_span_with_every_field_decodes_to_the_expected_span():
 
 def test_protobuf_and_json_of_the_same_spans_decode_equal():
     pb = proto_body(
-        proto_span(
-            parent_id=bytes.fromhex(PARENT_ID),
-            kind=zipkin_pb2.Span.SERVER,
-            name="get /api",
-            timestamp=1556604172355737,
-            duration=1431,
-            local_endpoint=zipkin_pb2.Endpoint(service_name="backend", ipv4=bytes([192, 168, 99, 1]), port=3306),
-            remote_endpoint=zipkin_pb2.Endpoint(
-                service_name="frontend", ipv6=bytes.fromhex("20010db800000000000000000000c001"), port=58648
-            ),
-            annotations=[
-                zipkin_pb2.Annotation(timestamp=1556604172355800, value="wr"),
-                zipkin_pb2.Annotation(timestamp=1556604172356000, value="ws"),
-            ],
-            tags={"http.method": "GET", "http.path": "/api"},
-            debug=True,
-            shared=True,
-        ),
+        full_proto_span(),
         proto_span(id=bytes.fromhex("0000000000000009"), kind=zipkin_pb2.Span.CLIENT),
     )
     js = json_body(FULL_SPAN, span_json(id="0000000000000009", kind="CLIENT"))
