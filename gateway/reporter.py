@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import httpx
-from py_zipkin.encoding import Endpoint, Span
+from py_zipkin.encoding import Endpoint
 
 from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
-from gateway.spans import Exchange, build_spans, encode_batch
+from gateway.spans import Exchange, SpanJSON, encode_span_dicts, span_dicts
 
 SPANS_PER_EXCHANGE = 2
 MAX_BATCH_BYTES = 4 * 1024 * 1024
@@ -217,9 +217,9 @@ class Reporter:
             self._queue_depth.set(self._used())
 
     def _payloads(self, batch: Sequence[Exchange]) -> list[_Payload]:
-        spans: list[Span] = []
+        spans: list[SpanJSON] = []
         for exchange in batch:
-            spans.extend(build_spans(exchange, self._local))
+            spans.extend(span_dicts(exchange, self._local))
         return _split_by_size(spans)
 
     async def _send_with_retries(self, payload: bytes, span_count: int) -> None:
@@ -255,8 +255,8 @@ class _Payload:
         self.spans = spans
 
 
-def _split_by_size(spans: list[Span]) -> list[_Payload]:
-    body = encode_batch(spans)
+def _split_by_size(spans: list[SpanJSON]) -> list[_Payload]:
+    body = encode_span_dicts(spans)
     if len(body) <= MAX_BATCH_BYTES or len(spans) <= 1:
         return [_Payload(body, len(spans))]
     half = len(spans) // 2

@@ -17,7 +17,7 @@ from py_zipkin.encoding import Endpoint, Span
 
 from gateway.context import MAX_64BIT, MAX_128BIT
 from gateway.routes import parse_upstream
-from gateway.spans import Exchange, build_spans, encode_batch, local_endpoint
+from gateway.spans import Exchange, build_spans, encode_batch, encode_span_dicts, local_endpoint, span_dicts
 from tests.support import REPO_ROOT
 
 SHARED_SPEC = REPO_ROOT.parent / "shared" / "specs" / "zipkin2-api.yaml"
@@ -65,8 +65,15 @@ def encoded(*spans: Span) -> list[dict[str, Any]]:
     return decoded  # type: ignore[no-any-return]
 
 
+def encoded_spans(exchange: Exchange) -> list[dict[str, Any]]:
+    """The reporter's path: ``span_dicts`` then ``encode_span_dicts``, checked against the spec's schema."""
+    decoded = json.loads(encode_span_dicts(span_dicts(exchange, LOCAL)))
+    validator("ListOfSpans").validate(decoded)
+    return decoded  # type: ignore[no-any-return]
+
+
 def encoded_exchange(**overrides: Any) -> list[dict[str, Any]]:
-    return encoded(*build_spans(make_exchange(**overrides), LOCAL))
+    return encoded_spans(make_exchange(**overrides))
 
 
 # --- the spec --------------------------------------------------------------------------------------------------
@@ -247,6 +254,13 @@ def test_the_client_span_keeps_the_upstream_status_when_the_client_left_mid_resp
     server, client = encoded_exchange(status_code=200, upstream_status_code=200, error="client disconnected")
     assert server["tags"]["http.status_code"] == client["tags"]["http.status_code"] == "200"
     assert server["tags"]["error"] == client["tags"]["error"] == "client disconnected"
+
+
+def test_route_tags_are_on_both_spans_and_the_http_tags_win_a_clash():
+    server, client = encoded_exchange(tags=(("team", "emoji"), ("http.path", "/forged")))
+    for span in (server, client):
+        assert span["tags"]["team"] == "emoji"
+        assert span["tags"]["http.path"] == "/api/list"
 
 
 def test_a_request_without_host_has_no_host_tag():
@@ -431,7 +445,7 @@ def test_every_exchange_encodes_to_spans_the_spec_accepts(
         client_host=client[0],
         client_port=client[1],
     )
-    server, client_span = encoded(*build_spans(exchange, LOCAL))
+    server, client_span = encoded_spans(exchange)
     assert int(server["traceId"], 16) == int(client_span["traceId"], 16) == trace_id
     assert (int(server["id"], 16), int(client_span["id"], 16)) == ids
     assert client_span["parentId"] == server["id"]
@@ -461,9 +475,10 @@ def _py_zipkin_json(span: Span) -> dict[str, Any]:
     durations=st.tuples(_SECONDS, _SECONDS),
     client=st.sampled_from([("203.0.113.7", 4000), ("2001:db8::7", 1), ("testclient", None), (None, None)]),
     path=st.text(max_size=30),
+    tags=st.lists(st.tuples(st.sampled_from(["team", "tier", "http.path", "error"]), st.text(max_size=8)), max_size=3),
 )
-def test_batch_encoding_matches_py_zipkins_encoder_span_for_span(
-    trace_id, parent_id, debug, status_codes, error, durations, client, path
+def test_both_encodings_match_py_zipkins_encoder_span_for_span(
+    trace_id, parent_id, debug, status_codes, error, durations, client, path, tags
 ):
     exchange = dataclasses.replace(
         make_exchange(),
@@ -479,6 +494,9 @@ def test_batch_encoding_matches_py_zipkins_encoder_span_for_span(
         client_port=client[1],
         path=path,
         name=f"GET {path}",
+        tags=tuple(tags),
     )
     spans = build_spans(exchange, LOCAL)
-    assert json.loads(encode_batch(spans)) == [_py_zipkin_json(span) for span in spans]
+    expected = [_py_zipkin_json(span) for span in spans]
+    assert json.loads(encode_batch(spans)) == expected
+    assert json.loads(encode_span_dicts(span_dicts(exchange, LOCAL))) == expected
