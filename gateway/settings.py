@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     zipkin_url: Annotated[str, AfterValidator(_http_url)] = ""
     service_name: str = Field("ingress-gateway", min_length=1)
     reporter_queue_size: int = Field(10_000, ge=2)
-    reporter_batch_size: int = Field(500, ge=1)
+    reporter_batch_size: int = Field(1000, ge=1)
     reporter_flush_interval: float = Field(1.0, gt=0.0, le=60.0)
     reporter_timeout: float = Field(5.0, gt=0.0, le=120.0)
     reporter_max_attempts: int = Field(4, ge=1, le=20)

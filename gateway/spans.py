@@ -137,8 +137,12 @@ def span_dicts(exchange: Exchange, local: Endpoint) -> tuple[SpanJSON, SpanJSON]
     if remote is not None:
         server["remoteEndpoint"] = remote
     client["remoteEndpoint"] = _upstream_endpoint_json(exchange.upstream)
-    server["tags"] = _http_tags(exchange, exchange.status_code)
-    client["tags"] = _http_tags(exchange, exchange.upstream_status_code)
+    server_tags = _request_tags(exchange)
+    client_tags = server_tags.copy()
+    _add_status_tags(server_tags, exchange.error, exchange.status_code)
+    _add_status_tags(client_tags, exchange.error, exchange.upstream_status_code)
+    server["tags"] = server_tags
+    client["tags"] = client_tags
     return server, client
 
 
@@ -213,17 +217,26 @@ _CLIENT = Kind.CLIENT.value
 
 
 def _http_tags(exchange: Exchange, status_code: int | None) -> dict[str, str]:
-    tags = dict(exchange.tags)
+    tags = _request_tags(exchange)
+    _add_status_tags(tags, exchange.error, status_code)
+    return tags
+
+
+def _request_tags(exchange: Exchange) -> dict[str, str]:
+    tags = dict(exchange.tags) if exchange.tags else {}
     tags[HTTP_METHOD] = exchange.method
     tags[HTTP_PATH] = exchange.path
     if exchange.host:
         tags[HTTP_HOST] = exchange.host
+    return tags
+
+
+def _add_status_tags(tags: dict[str, str], error_message: str | None, status_code: int | None) -> None:
     if status_code is not None:
         tags[HTTP_STATUS_CODE] = str(status_code)
-    error = _error(exchange.error, status_code)
+    error = _error(error_message, status_code)
     if error is not None:
         tags[ERROR] = error
-    return tags
 
 
 def _error(message: str | None, status_code: int | None) -> str | None:

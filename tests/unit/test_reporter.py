@@ -7,7 +7,15 @@ import json
 import pytest
 
 from gateway.metrics import Metrics
-from gateway.reporter import SPANS_PER_EXCHANGE, HttpSpanSender, RejectedError, Reporter, RetryableError
+from gateway.reporter import (
+    GZIP_SLICE_BYTES,
+    SPANS_PER_EXCHANGE,
+    HttpSpanSender,
+    RejectedError,
+    Reporter,
+    RetryableError,
+    gzip_in_slices,
+)
 from gateway.routes import parse_upstream
 from gateway.spans import Exchange, local_endpoint
 from tests.support import ThreadedServer
@@ -323,3 +331,28 @@ async def test_an_idle_reporter_sleeps_between_intervals():
     await reporter.stop(deadline=1)
     # About ten intervals passed: a loop that spins instead of waiting wakes thousands of times.
     assert wakeups <= 30
+
+
+@pytest.mark.parametrize("size", [0, 1, GZIP_SLICE_BYTES - 1, GZIP_SLICE_BYTES, 3 * GZIP_SLICE_BYTES + 7])
+async def test_gzip_in_slices_is_gzip(size):
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    assert gzip.decompress(await gzip_in_slices(payload)) == payload
+
+
+async def test_a_big_batch_lets_other_requests_run_while_it_is_compressed():
+    turns = 0
+    done = asyncio.Event()
+
+    async def other_request() -> None:
+        nonlocal turns
+        while not done.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other_request())
+    await asyncio.sleep(0)
+    turns = 0
+    await gzip_in_slices(b"span" * (8 * GZIP_SLICE_BYTES))
+    done.set()
+    await task
+    assert turns >= 8
