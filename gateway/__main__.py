@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import json
 import logging.config
 import os
 import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+from uvicorn.supervisors.multiprocess import Multiprocess
 
+from gateway.config_view import View, merge_views
 from gateway.settings import Settings, describe
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from gateway.app import Gateway
 
 EXIT_BAD_SETTINGS = 2
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Internal: where the workers of one run write their views of the route table (not a setting).
+STATE_DIR_ENV = "_INGRESS_GATEWAY_STATE_DIR"
 
 logger = logging.getLogger("gateway")
 
@@ -36,79 +46,76 @@ def main() -> None:
 
 
 def serve(settings: Settings) -> int:
-    multiproc_dir = None
+    run_dirs: list[str] = []
     if settings.workers > 1:
         # Must be set before prometheus_client is imported anywhere, here and in the workers uvicorn spawns.
-        multiproc_dir = tempfile.mkdtemp(prefix="ingress-gateway-metrics-")
-        os.environ[MULTIPROC_ENV] = multiproc_dir
+        os.environ[MULTIPROC_ENV] = _run_dir(run_dirs, "metrics")
+        # Each worker writes the route table it serves here, for the admin listener's GET /config.
+        os.environ[STATE_DIR_ENV] = _run_dir(run_dirs, "state")
     try:
         return _serve(settings)
     finally:
-        if multiproc_dir is not None:
-            shutil.rmtree(multiproc_dir, ignore_errors=True)
+        for path in run_dirs:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _serve(settings: Settings) -> int:
     import uvicorn
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
 
-    from gateway.admin import AdminServer
-    from gateway.app import build_route_table
     from gateway.logs import logging_config
-    from gateway.routes import RouteFileError
 
     log_config = logging_config(settings.log_level)
     logging.config.dictConfig(log_config)
-    try:
-        build_route_table(settings)
-    except (RouteFileError, ValueError) as exc:
-        print(f"GATEWAY_ROUTES_FILE: {exc}", file=sys.stderr)
+    problem = _route_problem(settings)
+    if problem is not None:
+        print(f"GATEWAY_ROUTES_FILE: {problem}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
 
-    if settings.workers > 1:
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        target: object = "gateway.__main__:create_worker_app"
-    else:
-        app = create_worker_app(settings)
-        registry = app.metrics.registry
-        target = app
-
-    admin = None
-    if settings.admin_port:
-        try:
-            admin = AdminServer(settings.host, settings.admin_port, registry)
-        except OSError as exc:
-            print(f"GATEWAY_ADMIN_PORT: cannot listen on {settings.host}:{settings.admin_port}: {exc}", file=sys.stderr)
-            return EXIT_BAD_SETTINGS
-        admin.start()
     # uvicorn re-raises the signal that stopped it once it has shut down, and its default action would kill the
     # process with that signal: a graceful stop on SIGTERM or Ctrl-C should exit 0 instead.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _stopped_by_signal)
-    try:
-        uvicorn.run(
-            target,  # type: ignore[arg-type]
-            factory=settings.workers > 1,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers if settings.workers > 1 else None,
-            loop="uvloop",
-            http="httptools",
-            ws="none",
-            lifespan="on",
-            # The client address must be the peer's: X-Forwarded-For from the internet must not make it trusted.
-            proxy_headers=False,
-            server_header=False,
-            date_header=False,
-            access_log=False,
-            log_config=log_config,
-            timeout_graceful_shutdown=int(max(1, settings.shutdown_timeout)),
-        )
-    finally:
-        if admin is not None:
-            admin.stop()
+    options: dict[str, Any] = dict(
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        ws="none",
+        lifespan="on",
+        # The client address must be the peer's: X-Forwarded-For from the internet must not make it trusted.
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        access_log=False,
+        log_config=log_config,
+        timeout_graceful_shutdown=int(max(1, settings.shutdown_timeout)),
+    )
+    if settings.workers > 1:
+        return _serve_workers(settings, options)
+    app = create_worker_app(settings)
+    with _admin(settings, app.metrics.registry, lambda: merge_views([app.config_view()])) as started:
+        if not started:
+            return EXIT_BAD_SETTINGS
+        uvicorn.run(app, **options)
+    return 0
+
+
+def _serve_workers(settings: Settings, options: dict[str, Any]) -> int:
+    """As `uvicorn.run(..., workers=N)`, with a supervisor that passes SIGHUP on to the workers."""
+    import uvicorn
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    # uvicorn runs several workers only from an import string; each worker's factory reads Settings() itself.
+    config = uvicorn.Config("gateway.__main__:create_worker_app", factory=True, workers=settings.workers, **options)
+    supervisor = _Supervisor(config, sockets=[config.bind_socket()])
+    state_dir = Path(os.environ[STATE_DIR_ENV])
+    with _admin(settings, registry, lambda: merge_views(_worker_views(state_dir, supervisor))) as started:
+        if not started:
+            return EXIT_BAD_SETTINGS
+        supervisor.run()
     return 0
 
 
@@ -116,12 +123,74 @@ def create_worker_app(settings: Settings | None = None) -> Gateway:
     """The app of one worker process, with everything loaded so far kept out of the garbage collector's way."""
     from gateway.app import create_app
 
-    app = create_app(settings)
+    state_dir = os.environ.get(STATE_DIR_ENV)
+    app = create_app(settings, handle_sighup=True, state_dir=Path(state_dir) if state_dir else None)
     # Every import and the app itself live as long as the process. Frozen, they are not traversed by each full
     # collection, which otherwise stalls the event loop for milliseconds and shows in the p99 latency.
     gc.collect()
     gc.freeze()
     return app
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, except on SIGHUP: uvicorn's replaces every worker (a new one that fails to
+    start is dropped and the old one kept), which would reset the workers' sampling state and metrics; this one
+    passes SIGHUP on to each worker, which reloads its route table in place."""
+
+    def handle_hup(self) -> None:
+        pids = [process.pid for process in self.processes if process.pid is not None and process.process.is_alive()]
+        logger.info("SIGHUP: reloading the routes of %d workers", len(pids), extra={"workers": pids})
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
+
+def _worker_views(state_dir: Path, supervisor: Multiprocess) -> list[View]:
+    views = []
+    for process in list(supervisor.processes):
+        try:
+            views.append(json.loads((state_dir / f"worker-{process.pid}.json").read_text()))
+        except (OSError, ValueError):
+            continue  # a worker still starting has not written its view yet
+    return views
+
+
+@contextlib.contextmanager
+def _admin(settings: Settings, registry: CollectorRegistry, config_view: Callable[[], View]) -> Iterator[bool]:
+    """The admin listener for the block's duration (if any); False when it cannot listen, after saying why."""
+    from gateway.admin import AdminServer
+
+    if not settings.admin_port:
+        yield True
+        return
+    try:
+        admin = AdminServer(settings.host, settings.admin_port, registry, config_view)
+    except OSError as exc:
+        print(f"GATEWAY_ADMIN_PORT: cannot listen on {settings.host}:{settings.admin_port}: {exc}", file=sys.stderr)
+        yield False
+        return
+    admin.start()
+    try:
+        yield True
+    finally:
+        admin.stop()
+
+
+def _route_problem(settings: Settings) -> str | None:
+    from gateway.app import load_route_config
+    from gateway.routes import RouteFileError
+
+    try:
+        load_route_config(settings)
+    except (RouteFileError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def _run_dir(run_dirs: list[str], kind: str) -> str:
+    path = tempfile.mkdtemp(prefix=f"ingress-gateway-{kind}-")
+    run_dirs.append(path)
+    return path
 
 
 def _stopped_by_signal(signum: int, frame: FrameType | None) -> None:

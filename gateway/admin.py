@@ -1,14 +1,18 @@
-"""The admin listener: /live, /ready and /metrics, served from the main process beside uvicorn.
+"""The admin listener: /live, /ready, /metrics and /config, served from the main process beside uvicorn.
 
 It runs in a thread of the process that started uvicorn, so that one port serves every worker: with several
-workers it reads prometheus-client's multiprocess files; with one, the app's own registry.
+workers it reads prometheus-client's multiprocess files and the route table each worker wrote; with one, the app's
+own registry and table.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -17,10 +21,17 @@ READY_METRIC = "gateway_worker_ready"
 logger = logging.getLogger("gateway.admin")
 
 
+ConfigView = Callable[[], dict[str, Any]]
+
+
 class AdminServer:
-    def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
+    """``config_view`` gives the route table in force (`gateway.config_view.merge_views`) for ``GET /config``."""
+
+    def __init__(
+        self, host: str, port: int, registry: CollectorRegistry, config_view: ConfigView | None = None
+    ) -> None:
         self._registry = registry
-        handler = _handler_for(registry)
+        handler = _handler_for(registry, config_view)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="admin", daemon=True)
@@ -43,7 +54,9 @@ def is_ready(registry: CollectorRegistry) -> bool:
     return (registry.get_sample_value(READY_METRIC) or 0.0) > 0.0
 
 
-def _handler_for(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+def _handler_for(registry: CollectorRegistry, config_view: ConfigView | None) -> type[BaseHTTPRequestHandler]:
+    paths = "/live, /ready, /metrics or /config" if config_view is not None else "/live, /ready or /metrics"
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
@@ -54,8 +67,11 @@ def _handler_for(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
                 self._reply(200 if ready else 503, b"ready\n" if ready else b"not ready\n", "text/plain")
             elif path == "/metrics":
                 self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/config" and config_view is not None:
+                body = json.dumps(config_view(), indent=2).encode() + b"\n"
+                self._reply(200, body, "application/json")
             else:
-                self._reply(404, b"not found: try /live, /ready or /metrics\n", "text/plain")
+                self._reply(404, f"not found: try {paths}\n".encode(), "text/plain")
 
         def _reply(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)

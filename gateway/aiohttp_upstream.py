@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from types import TracebackType
 
@@ -24,7 +25,7 @@ class AiohttpUpstream:
             connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, enable_cleanup_closed=False),
             # Socket-level timeouts only: a `connect` or `total` timeout arms an extra timer on every request, even
             # on a pooled connection. sock_read bounds the wait for the response headers and each body read.
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+            timeout=_socket_timeout(timeout),
             auto_decompress=False,
             skip_auto_headers=_SKIP_AUTO_HEADERS,
             trust_env=False,
@@ -42,11 +43,17 @@ class AiohttpUpstream:
                 data=request.body,
                 allow_redirects=False,
                 compress=None,
+                timeout=self._session.timeout if request.timeout is None else _socket_timeout(request.timeout),
             )
         return _AiohttpResponse(response)
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+@functools.lru_cache(maxsize=64)  # a few distinct route timeouts, built once each
+def _socket_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
 class _AiohttpResponse:

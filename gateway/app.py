@@ -7,22 +7,30 @@ and collaborators.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
+from gateway.config_view import View, reload_record, worker_view
 from gateway.context import NO_CONTEXT, IdGenerator, RandomIdGenerator, TraceContext
 from gateway.forwarding import downstream_response_headers, upstream_request_headers
 from gateway.logs import ACCESS_LOGGER
 from gateway.metrics import Metrics
 from gateway.propagation import extract_context
 from gateway.propagation.b3 import format_multi, format_single
-from gateway.propagation.w3c import format_traceparent, format_traceresponse
+from gateway.propagation.w3c import MALFORMED_TRACESTATE, format_traceparent, format_traceresponse
 from gateway.proxy import HttpxUpstream, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse
+from gateway.reload import LoadedRoutes, ReloadOutcome, RouteReloader, load_route_file
 from gateway.reporter import DisabledReporter, HttpSpanSender, Reporter, SpanReporter
-from gateway.routes import Route, RouteTable, load_routes, parse_upstream
-from gateway.sampling import NOT_SAMPLED_REASONS, SAMPLED_REASONS, Decision, RatioSampler, TracesPerSecondCap, decide
+from gateway.routes import Route, parse_upstream
+from gateway.routing import DEFAULT_ROUTE_NAME, ActiveRoute, Counter, Defaults, build_routing, decision_labels
+from gateway.sampling import Decision, TracesPerSecondCap, decide
 from gateway.settings import Propagation, Settings
 from gateway.spans import Exchange, local_endpoint
 from gateway.trust import TrustedNetworks
@@ -34,7 +42,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 HOST = b"host"
 TRACE_RESPONSE = b"traceresponse"
-DEFAULT_ROUTE_NAME = "default"
+TRACESTATE = b"tracestate"
 WATCH_AFTER = 0.05
 _NEW_TRACE_REASONS = frozenset({"ratio"})
 
@@ -53,9 +61,19 @@ def create_app(
     upstream: Upstream | None = None,
     reporter: SpanReporter | None = None,
     ids: IdGenerator | None = None,
+    handle_sighup: bool = False,
+    state_dir: Path | None = None,
 ) -> Gateway:
     settings = settings if settings is not None else Settings()
-    return Gateway(settings, metrics=metrics, upstream=upstream, reporter=reporter, ids=ids)
+    return Gateway(
+        settings,
+        metrics=metrics,
+        upstream=upstream,
+        reporter=reporter,
+        ids=ids,
+        handle_sighup=handle_sighup,
+        state_dir=state_dir,
+    )
 
 
 def create_upstream(settings: Settings) -> Upstream:
@@ -66,15 +84,16 @@ def create_upstream(settings: Settings) -> Upstream:
     return HttpxUpstream(settings.upstream_timeout, settings.upstream_max_connections)
 
 
-def build_route_table(settings: Settings) -> tuple[RouteTable, Route | None]:
-    """The routes file's routes and the GATEWAY_UPSTREAM_URL fallback, if any (raises RouteFileError, ValueError)."""
-    routes = load_routes(settings.routes_file) if settings.routes_file is not None else []
+def load_route_config(settings: Settings) -> tuple[LoadedRoutes | None, Route | None]:
+    """The route file, loaded, and the GATEWAY_UPSTREAM_URL fallback route, if any (raises RouteFileError,
+    ValueError)."""
+    loaded = load_route_file(settings.routes_file) if settings.routes_file is not None else None
     default = (
         Route(name=DEFAULT_ROUTE_NAME, upstream=parse_upstream(settings.upstream_url))
         if settings.upstream_url
         else None
     )
-    return RouteTable(routes, default), default
+    return loaded, default
 
 
 class Gateway:
@@ -86,13 +105,36 @@ class Gateway:
         upstream: Upstream | None = None,
         reporter: SpanReporter | None = None,
         ids: IdGenerator | None = None,
+        handle_sighup: bool = False,
+        state_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
-        # Spans of the fallback route are named by path, those of a named route by its name.
-        self._routes, self._default_route = build_route_table(settings)
-        self._routes_by_host = self._routes.routes_by_host
-        self._samplers: dict[int, RatioSampler] = {}
+        loaded, self._default_route = load_route_config(settings)
+        self._defaults = Defaults(settings.sample_rate, settings.upstream_timeout)
+        self._route_metrics = _RouteMetrics(self.metrics)
+        # Read once per request: a reload swaps in a whole new Routing, never edits the one in force.
+        self.routing = build_routing(
+            loaded.routes if loaded is not None else [],
+            self._default_route,
+            self._defaults,
+            self._route_metrics,
+            source=loaded.source if loaded is not None else None,
+        )
+        self._reloader = (
+            RouteReloader(loaded, settings.routes_reload_interval, self._apply_routes, self._record_reload)
+            if loaded is not None
+            else None
+        )
+        self._last_reload: View | None = None
+        self._handle_sighup = handle_sighup
+        self._sighup_pending = False
+        if handle_sighup:
+            # Until the event loop takes SIGHUP over at startup, remember one, rather than die of its default action.
+            signal.signal(signal.SIGHUP, self._remember_sighup)
+        self._state_file = state_dir / f"worker-{os.getpid()}.json" if state_dir is not None else None
+        self._no_route = self.metrics.upstream_errors.labels("no_route")
+        self._no_route_status = settings.no_route_status
         self._cap = TracesPerSecondCap(settings.max_traces_per_second)
         self._trust = TrustedNetworks(settings.trust_incoming_trace, settings.trusted_cidrs)
         self._ids = ids if ids is not None else RandomIdGenerator(settings.trace_id_128bit)
@@ -102,15 +144,12 @@ class Gateway:
         self.reporter = reporter if reporter is not None else self._default_reporter()
         self._emit_single = Propagation.B3_SINGLE in settings.propagation
         self._emit_traceparent = Propagation.TRACE_CONTEXT in settings.propagation
-        self._counted_requests = {
-            (sampled, reason): self.metrics.requests.labels("sampled" if sampled else "not_sampled", reason)
-            for sampled, reason in _decision_labels()
-        }
         self._durations = {
             True: self.metrics.request_duration.labels("sampled"),
             False: self.metrics.request_duration.labels("not_sampled"),
         }
         self._ignored_untrusted = self.metrics.trace_headers_ignored.labels("untrusted")
+        self._ignored_tracestate = self.metrics.trace_headers_ignored.labels(MALFORMED_TRACESTATE)
 
     def _default_reporter(self) -> SpanReporter:
         settings = self.settings
@@ -137,13 +176,71 @@ class Gateway:
     async def startup(self) -> None:
         self._upstream = self._upstream_override or create_upstream(self.settings)
         await self.reporter.start()
+        if self._reloader is not None:
+            self._reloader.start()
+        if self._handle_sighup:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+            if self._sighup_pending:
+                self._on_sighup()
+        self._write_state()
         self.metrics.ready.set(1)
 
     async def shutdown(self) -> None:
         self.metrics.ready.set(0)
+        if self._handle_sighup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            # Its default action would end the process mid-shutdown.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        if self._reloader is not None:
+            await self._reloader.stop()
         await self.reporter.stop(self.settings.shutdown_timeout)
         if self._upstream is not None:
             await self._upstream.aclose()
+        if self._state_file is not None:
+            self._state_file.unlink(missing_ok=True)
+
+    async def reload_routes(self) -> bool:
+        """Reload the route file now, as SIGHUP does; False when there is none or it was rejected."""
+        return self._reloader is not None and await self._reloader.reload("request")
+
+    def config_view(self) -> View:
+        """This worker's route table in force, for the admin listener's ``GET /config``."""
+        return worker_view(self.routing, self.settings, os.getpid(), self._last_reload)
+
+    def _remember_sighup(self, signum: int, frame: FrameType | None) -> None:
+        self._sighup_pending = True
+
+    def _on_sighup(self) -> None:
+        if self._reloader is None:
+            logger.info("SIGHUP: no GATEWAY_ROUTES_FILE, nothing to reload")
+        else:
+            self._reloader.request()
+
+    def _apply_routes(self, loaded: LoadedRoutes) -> None:
+        self.routing = build_routing(
+            loaded.routes,
+            self._default_route,
+            self._defaults,
+            self._route_metrics,
+            source=loaded.source,
+            previous=self.routing,
+        )
+
+    def _record_reload(self, outcome: ReloadOutcome) -> None:
+        self.metrics.route_reloads.labels(outcome.outcome).inc()
+        self._last_reload = reload_record(outcome.at, outcome.trigger, outcome.outcome, outcome.reason, outcome.version)
+        self._write_state()
+
+    def _write_state(self) -> None:
+        # With several workers the admin listener lives in the supervisor; it reads each worker's view from here.
+        if self._state_file is None:
+            return
+        partial = self._state_file.with_suffix(".tmp")
+        try:
+            partial.write_text(json.dumps(self.config_view()))
+            os.replace(partial, self._state_file)
+        except OSError as exc:
+            logger.warning("cannot write %s for GET /config: %s", self._state_file, exc)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -169,12 +266,13 @@ class Gateway:
         client = scope.get("client")
         client_host = client[0] if client else None
 
-        route = self._routes.match(_host_of(request_headers) if self._routes_by_host else "", path)
+        routing = self.routing
+        route = routing.match(_host_of(request_headers) if routing.routes_by_host else "", path)
         if route is None:
-            self.metrics.upstream_errors.labels("no_route").inc()
+            self._no_route.inc()
             # Nothing goes into the mesh, so nothing is traced; the contract still promises a traceresponse.
             unrouted = self._trace_response(self._ids.new_trace_id(), self._ids.new_span_id(), sampled=False)
-            await _plain_response(send, 404, "no route for this host and path\n", unrouted)
+            await _plain_response(send, self._no_route_status, "no route for this host and path\n", unrouted)
             return
 
         forwarded = upstream_request_headers(
@@ -190,12 +288,14 @@ class Gateway:
             if incoming.invalid is not None:
                 self.metrics.trace_headers_ignored.labels(incoming.invalid).inc()
                 incoming = NO_CONTEXT
+            elif incoming.tracestate_invalid:
+                self._ignored_tracestate.inc()
         elif forwarded.had_trace_headers:
             self._ignored_untrusted.inc()
 
         parent = incoming.context
         trace_id = parent.trace_id if parent is not None else self._ids.new_trace_id()
-        decision = decide(incoming, trace_id, self._sampler_for(route), self._cap, self.reporter.reserve)
+        decision = decide(incoming, trace_id, route.sampler, route.cap, self._cap, self.reporter.reserve)
         # decide() reserves span room only for new traces; a decision taken upstream of us is honoured as is.
         reserved = decision.sampled and decision.reason in _NEW_TRACE_REASONS
         server_span_id = self._ids.new_span_id()
@@ -207,6 +307,9 @@ class Gateway:
             outgoing.append((b"b3", format_single(upstream_context).encode()))
         if self._emit_traceparent:
             outgoing.append((b"traceparent", format_traceparent(upstream_context).encode()))
+            if incoming.tracestate:
+                # The vendors' state of a trusted client's trace goes on with it (W3C: "MUST propagate").
+                outgoing.append((TRACESTATE, incoming.tracestate.encode("latin-1")))
         trace_response = self._trace_response(trace_id, server_span_id, decision.sampled)
 
         query: bytes = scope.get("query_string", b"")
@@ -217,13 +320,20 @@ class Gateway:
             # The request's own bytes go upstream: scope["path"] is percent-decoded ("%3F" would become a query).
             raw_path = scope.get("raw_path")
             target = raw_path.decode("latin-1") if raw_path else path
-            await relay.run(self._upstream_or_fail(), method, route.upstream.url_for(target, query), outgoing, receive)
+            await relay.run(
+                self._upstream_or_fail(),
+                method,
+                route.upstream.url_for(target, query),
+                outgoing,
+                receive,
+                route.timeout,
+            )
         finally:
             client_finished = relay.upstream_finished or time.perf_counter()
             finished = time.perf_counter()
             if relay.error_kind is not None:
                 self.metrics.upstream_errors.labels(relay.error_kind).inc()
-            self._counted_requests[(decision.sampled, decision.reason)].inc()
+            route.decisions[(decision.sampled, decision.reason)].inc()
             self._durations[decision.sampled].observe(finished - started)
             if decision.sampled:
                 self.reporter.submit(
@@ -233,7 +343,7 @@ class Gateway:
                         client_span_id=client_span_id,
                         parent_id=parent.span_id if parent is not None else None,
                         debug=decision.debug,
-                        name=f"{method} {path if route is self._default_route else route.name}",
+                        name=route.span_name(method, path),
                         method=method,
                         path=path,
                         host=forwarded.host,
@@ -247,23 +357,17 @@ class Gateway:
                         server_duration=finished - started,
                         client_start=client_started_wall,
                         client_duration=client_finished - client_started,
+                        tags=route.tags,
                     ),
                     reserved,
                 )
             if self.settings.access_log:
-                _log_access(method, path, relay, trace_id, decision, client_host, finished - started)
+                _log_access(method, path, route, relay, trace_id, decision, client_host, finished - started)
 
     def _trace_response(self, trace_id: int, span_id: int, sampled: bool) -> list[tuple[bytes, bytes]]:
         if not self.settings.trace_response_header:
             return []
         return [(TRACE_RESPONSE, format_traceresponse(trace_id, span_id, sampled).encode())]
-
-    def _sampler_for(self, route: Route) -> RatioSampler:
-        sampler = self._samplers.get(id(route))
-        if sampler is None:
-            rate = route.sample_rate if route.sample_rate is not None else self.settings.sample_rate
-            sampler = self._samplers[id(route)] = RatioSampler(rate)
-        return sampler
 
     def _upstream_or_fail(self) -> Upstream:
         if self._upstream is None:
@@ -296,12 +400,18 @@ class _Relay:
         self._watch: _DisconnectWatch | None = None
 
     async def run(
-        self, upstream: Upstream, method: str, url: str, headers: list[tuple[bytes, bytes]], receive: Receive
+        self,
+        upstream: Upstream,
+        method: str,
+        url: str,
+        headers: list[tuple[bytes, bytes]],
+        receive: Receive,
+        timeout: float | None,
     ) -> None:
         response: UpstreamResponse | None = None
         try:
             body = await self._request_body(receive)
-            response = await upstream.forward(UpstreamRequest(method, url, headers, body))
+            response = await upstream.forward(UpstreamRequest(method, url, headers, body, timeout))
             await self._relay(response)
         except UpstreamError as exc:
             self._fail(str(exc), exc.kind)
@@ -429,13 +539,27 @@ def _host_of(headers: list[tuple[bytes, bytes]]) -> str:
     return ""
 
 
-def _decision_labels() -> list[tuple[bool, str]]:
-    return [(True, reason) for reason in SAMPLED_REASONS] + [(False, reason) for reason in NOT_SAMPLED_REASONS]
+class _RouteMetrics:
+    """Creates a route's prometheus children (its decisions, its rate) when a table with the route is loaded."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def decisions(self, route: str) -> Mapping[tuple[bool, str], Counter]:
+        requests = self._metrics.requests
+        return {
+            (sampled, reason): requests.labels("sampled" if sampled else "not_sampled", reason, route)
+            for sampled, reason in decision_labels()
+        }
+
+    def rate_gauge(self, route: str) -> Callable[[float], None]:
+        return self._metrics.route_sample_rate.labels(route).set
 
 
 def _log_access(
     method: str,
     path: str,
+    route: ActiveRoute,
     relay: _Relay,
     trace_id: int,
     decision: Decision,
@@ -453,6 +577,7 @@ def _log_access(
             "status": relay.status,
             "duration_ms": round(duration * 1000, 3),
             "trace_id": f"{trace_id:032x}" if trace_id >> 64 else f"{trace_id:016x}",
+            "route": route.name,
             "sampled": decision.sampled,
             "reason": decision.reason,
             "client": client_host,

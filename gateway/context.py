@@ -33,12 +33,17 @@ class Extracted:
     (``b3: 0``, a lone ``X-B3-Sampled: 1``), hence ``sampled``/``debug`` apart from ``context``.
     ``invalid`` is a short metrics label (e.g. ``"malformed_trace_id"``) when trace headers were
     present but unusable; the request then carries no context at all.
+
+    ``tracestate`` is the W3C vendor state that came with a ``traceparent`` of the same trace, to pass on
+    with it; ``tracestate_invalid`` says one came and was discarded, without spoiling the context.
     """
 
     context: TraceContext | None = None
     sampled: bool | None = None
     debug: bool = False
     invalid: str | None = None
+    tracestate: str | None = None
+    tracestate_invalid: bool = False
 
 
 NO_CONTEXT = Extracted()

@@ -9,11 +9,11 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.propagation import INVALID_REASONS
-from gateway.sampling import NOT_SAMPLED_REASONS, SAMPLED_REASONS
 
 SPAN_DROP_REASONS = ("queue_full", "rejected", "retries_exhausted", "shutdown", "encode_error")
 UPSTREAM_ERROR_KINDS = ("timeout", "unreachable", "protocol", "client_disconnected", "no_route")
 IGNORED_HEADER_REASONS = ("untrusted", *INVALID_REASONS)
+ROUTE_RELOAD_OUTCOMES = ("ok", "unchanged", "rejected")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -23,8 +23,22 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         reg = self.registry
+        # Children per route are created by the gateway each time it loads a route table.
         self.requests = Counter(
-            "gateway_requests", "Requests by sampling decision and its reason.", ["decision", "reason"], registry=reg
+            "gateway_requests",
+            "Requests by sampling decision, its reason and route.",
+            ["decision", "reason", "route"],
+            registry=reg,
+        )
+        self.route_sample_rate = Gauge(
+            "gateway_route_sample_rate",
+            "Each route's sample rate for new traces (an adaptive route's changes each interval).",
+            ["route"],
+            registry=reg,
+            multiprocess_mode="liveall",
+        )
+        self.route_reloads = Counter(
+            "gateway_route_reloads", "Reloads of the route file, by outcome.", ["outcome"], registry=reg
         )
         self.trace_headers_ignored = Counter(
             "gateway_trace_headers_ignored",
@@ -66,10 +80,8 @@ class Metrics:
 
     def _create_children(self) -> None:
         # Children that exist from the start show as 0 in /metrics instead of being absent until the first event.
-        for reason in SAMPLED_REASONS:
-            self.requests.labels("sampled", reason)
-        for reason in NOT_SAMPLED_REASONS:
-            self.requests.labels("not_sampled", reason)
+        for outcome in ROUTE_RELOAD_OUTCOMES:
+            self.route_reloads.labels(outcome)
         for reason in IGNORED_HEADER_REASONS:
             self.trace_headers_ignored.labels(reason)
         for reason in SPAN_DROP_REASONS:

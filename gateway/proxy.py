@@ -40,6 +40,7 @@ class UpstreamRequest:
     url: str
     headers: list[tuple[bytes, bytes]]
     body: AsyncIterator[bytes] | None
+    timeout: float | None = None  # a route's own timeout; None = the one the upstream was built with
 
 
 class UpstreamResponse(Protocol):
@@ -72,7 +73,11 @@ class HttpxUpstream:
 
     async def forward(self, request: UpstreamRequest) -> UpstreamResponse:
         outgoing = self._client.build_request(
-            request.method, request.url, headers=request.headers, content=request.body
+            request.method,
+            request.url,
+            headers=request.headers,
+            content=request.body,
+            timeout=httpx.USE_CLIENT_DEFAULT if request.timeout is None else request.timeout,
         )
         with _mapped_errors():
             response = await self._client.send(outgoing, stream=True)

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Sequence
+import string
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
-ROUTE_KEYS = ("name", "host", "path_prefix", "upstream", "sample_rate")
+ROUTE_KEYS = (
+    "name",
+    "host",
+    "path_prefix",
+    "upstream",
+    "span_name",
+    "sample_rate",
+    "adaptive",
+    "max_traces_per_second",
+    "timeout",
+    "tags",
+)
+ADAPTIVE_KEYS = ("target_traces_per_second", "min_sample_rate", "interval")
+DEFAULT_MIN_SAMPLE_RATE = 0.001
+DEFAULT_ADAPTIVE_INTERVAL = 10.0
+MIN_ADAPTIVE_INTERVAL = 0.1
+MAX_TIMEOUT = 3600.0
+SPAN_NAME_FIELDS = ("method", "path")
+# Tags the gateway writes on its spans itself (gateway/spans.py): a route may not set them.
+RESERVED_TAGS = frozenset({"http.host", "http.method", "http.path", "http.status_code", "error"})
 
 # Labels of letters, digits, '-' and '_' (Kubernetes service names carry no '_', but DNS allows it), optionally
 # behind one leading '*.' label; an IPv6 literal goes in brackets, as in a Host header.
@@ -23,6 +43,7 @@ _IPV6_LITERAL = re.compile(r"\[[0-9a-f:.]+\]")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 # How error messages name what a YAML value turned out to be.
 _KINDS = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "a mapping"}
+_FORMATTER = string.Formatter()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +63,11 @@ class Upstream:
         object.__setattr__(self, "authority", authority.encode("ascii"))
         object.__setattr__(self, "_url_prefix", f"{self.scheme}://{authority}{self.base_path}")
 
+    @property
+    def url(self) -> str:
+        """The base URL, as the gateway uses it (never with credentials: `parse_upstream` refuses them)."""
+        return self._url_prefix
+
     def url_for(self, path: str, query: bytes) -> str:
         if query:
             return f"{self._url_prefix}{path}?{query.decode('latin-1')}"
@@ -49,33 +75,65 @@ class Upstream:
 
 
 @dataclass(frozen=True, slots=True)
+class Adaptive:
+    """A route's adaptive sampling: aim at ``target_traces_per_second`` new traces, never below the floor."""
+
+    target_traces_per_second: float
+    min_sample_rate: float = DEFAULT_MIN_SAMPLE_RATE
+    interval: float = DEFAULT_ADAPTIVE_INTERVAL
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
+    """One entry of the route table. None means "the gateway-wide setting" (GATEWAY_SAMPLE_RATE, ...).
+
+    ``span_name`` is a template with ``{method}`` and ``{path}``; None names spans ``"{method} <name>"``.
+    ``max_traces_per_second`` of 0 means no cap for the route (the process-wide cap still holds).
+    """
+
     name: str
     upstream: Upstream
     host: str | None = None
     path_prefix: str = "/"
     sample_rate: float | None = None
+    span_name: str | None = None
+    adaptive: Adaptive | None = None
+    max_traces_per_second: float = 0.0
+    timeout: float | None = None
+    tags: tuple[tuple[str, str], ...] = ()
 
 
-_Candidate = tuple[str, str, Route]  # (prefix without trailing '/', the same with '/', route)
+class Matchable(Protocol):
+    """What the table matches on; `Route` has it, and so does whatever the gateway builds around a route."""
+
+    @property
+    def host(self) -> str | None: ...
+
+    @property
+    def path_prefix(self) -> str: ...
+
+
+RouteT = TypeVar("RouteT", bound=Matchable)
+_Candidate = tuple[str, str, RouteT]  # (prefix without trailing '/', the same with '/', route)
 
 
 class RouteFileError(ValueError):
-    """A route file that cannot be used; the message is one line naming the file and the entry."""
+    """A route file that cannot be used; the message is one line naming the file, the line and the entry."""
 
 
-class RouteTable:
+class RouteTable(Generic[RouteT]):
     """Picks the route for a request: exact host, then wildcard host (most specific first), then any host;
     within each, the longest matching path prefix, then file order. A host's routes that all miss the path
     fall through to the next tier, so `host: a.com, path_prefix: /api` leaves a.com's other paths to the
     any-host routes and the default.
     """
 
-    def __init__(self, routes: Sequence[Route], default: Route | None = None) -> None:
-        self._exact: dict[str, list[_Candidate]] = {}
-        self._wildcard: dict[str, list[_Candidate]] = {}
-        self._any: list[_Candidate] = []
+    def __init__(self, routes: Sequence[RouteT], default: RouteT | None = None) -> None:
+        self._exact: dict[str, list[_Candidate[RouteT]]] = {}
+        self._wildcard: dict[str, list[_Candidate[RouteT]]] = {}
+        self._any: list[_Candidate[RouteT]] = []
         self._default = default
+        self.routes = tuple(routes)
         for route in routes:
             self._tier(route).append(_candidate(route))
         for candidates in (*self._exact.values(), *self._wildcard.values(), self._any):
@@ -83,11 +141,15 @@ class RouteTable:
             candidates.sort(key=lambda candidate: len(candidate[0]), reverse=True)
 
     @property
+    def default(self) -> RouteT | None:
+        return self._default
+
+    @property
     def routes_by_host(self) -> bool:
         """Whether any route names a host: if none does, the request's Host need not be looked up."""
         return bool(self._exact or self._wildcard)
 
-    def match(self, host: str, path: str) -> Route | None:
+    def match(self, host: str, path: str) -> RouteT | None:
         name = _host_key(host)
         exact = self._exact.get(name)
         if exact and (route := _first_match(exact, path)):
@@ -96,7 +158,7 @@ class RouteTable:
             return route
         return _first_match(self._any, path) or self._default
 
-    def _match_wildcard(self, name: str, path: str) -> Route | None:
+    def _match_wildcard(self, name: str, path: str) -> RouteT | None:
         # '*.example.com' is stored as '.example.com'; searching from index 1 keeps at least one label in front,
         # so the apex never matches, and the leftmost dot gives the longest (most specific) suffix first.
         dot = name.find(".", 1)
@@ -107,7 +169,7 @@ class RouteTable:
             dot = name.find(".", dot + 1)
         return None
 
-    def _tier(self, route: Route) -> list[_Candidate]:
+    def _tier(self, route: RouteT) -> list[_Candidate[RouteT]]:
         if route.host is None:
             return self._any
         host = route.host.lower()
@@ -140,29 +202,45 @@ def parse_upstream(url: str) -> Upstream:
 
 
 def load_routes(path: Path) -> list[Route]:
-    """Read and validate a route file; every problem raises RouteFileError naming the file and the entry."""
+    """Read and validate a route file; every problem raises RouteFileError naming the file, line and entry."""
+    return parse_routes(read_route_file(path), path)
+
+
+def read_route_file(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RouteFileError(f"{path}: cannot read route file: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise RouteFileError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def parse_routes(text: str, source: Path | str) -> list[Route]:
+    """Validate the text of a route file; ``source`` names it in errors (``routes.yaml:7: routes[2]...``)."""
     try:
         document = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
-        raise RouteFileError(f"{path}: invalid YAML{_yaml_problem(exc)}") from None
+        raise RouteFileError(f"{source}{_yaml_problem(exc, text)}") from None
+    except RecursionError:
+        raise RouteFileError(f"{source}: invalid YAML: nested too deeply") from None
     try:
         return _parse_document(document)
     except _EntryError as exc:
-        raise RouteFileError(f"{path}: {exc}") from None
+        where = f"{source}:{exc.line}" if exc.line else str(source)
+        raise RouteFileError(f"{where}: {exc}") from None
 
 
-def _candidate(route: Route) -> _Candidate:
+def render_span_name(template: str, method: str, path: str) -> str:
+    """A span name from a route's ``span_name`` template (checked when the file was loaded)."""
+    return template.format(method=method, path=path)
+
+
+def _candidate(route: RouteT) -> _Candidate[RouteT]:
     prefix = route.path_prefix.rstrip("/")
     return prefix, prefix + "/", route
 
 
-def _first_match(candidates: list[_Candidate], path: str) -> Route | None:
+def _first_match(candidates: list[_Candidate[RouteT]], path: str) -> RouteT | None:
     # By path segments, as a Kubernetes Ingress `pathType: Prefix`: '/api' matches '/api', '/api/' and '/api/x'
     # but not '/apix'; the root prefix ('' once stripped) matches every path.
     for prefix, prefix_slash, route in candidates:
@@ -191,8 +269,32 @@ def _port(parts: SplitResult, url: str) -> int:
     return port
 
 
+# --- the file's document ----------------------------------------------------------------------------------------
+
+
 class _EntryError(Exception):
-    """A problem in the document, located like `routes[2].sample_rate: ...`; load_routes adds the file name."""
+    """A problem in the document, located like `routes[2].sample_rate: ...` on a line (0: no line to name)."""
+
+    def __init__(self, message: str, line: int = 0) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+class _Mapping(dict[Any, Any]):
+    """A YAML mapping that remembers the line of each of its keys."""
+
+    line = 0
+    key_lines: dict[Any, int]
+
+    def line_of(self, key: Any) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+class _Sequence(list[Any]):
+    """A YAML sequence that remembers the line of each of its items."""
+
+    line = 0
+    item_lines: list[int]
 
 
 def _parse_document(document: Any) -> list[Route]:
@@ -200,107 +302,240 @@ def _parse_document(document: Any) -> list[Route]:
         raise _EntryError(f"expected a mapping with a 'routes' list at the top level (got {_kind(document)})")
     unknown = sorted(str(key) for key in document if key != "routes")
     if unknown:
-        raise _EntryError(f"unknown top-level key {unknown[0]!r} (allowed: routes)")
+        raise _EntryError(f"unknown top-level key {unknown[0]!r} (allowed: routes)", _line_of(document, unknown[0]))
     entries = document.get("routes")
     if not isinstance(entries, list):
-        raise _EntryError(f"routes: must be a list of routes (got {_kind(entries)})")
+        raise _EntryError(f"routes: must be a list of routes (got {_kind(entries)})", _line_of(document, "routes"))
     if not entries:
-        raise _EntryError("routes: must list at least one route")
-    routes = [_parse_entry(entry, f"routes[{index}]") for index, entry in enumerate(entries)]
-    _check_unique(routes)
+        raise _EntryError("routes: must list at least one route", _line_of(document, "routes"))
+    lines = entries.item_lines if isinstance(entries, _Sequence) else [0] * len(entries)
+    routes = [_parse_entry(entry, f"routes[{index}]", lines[index]) for index, entry in enumerate(entries)]
+    _check_unique(routes, [_Fields(entry, "", lines[index]) for index, entry in enumerate(entries)])
     return routes
 
 
-def _parse_entry(entry: Any, where: str) -> Route:
+def _parse_entry(entry: Any, where: str, line: int) -> Route:
     if not isinstance(entry, dict):
-        raise _EntryError(f"{where}: must be a mapping (got {_kind(entry)})")
-    unknown = sorted(str(key) for key in entry if key not in ROUTE_KEYS)
-    if unknown:
-        raise _EntryError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(ROUTE_KEYS))})")
+        raise _EntryError(f"{where}: must be a mapping (got {_kind(entry)})", line)
+    fields = _Fields(entry, where, line)
+    if unknown := fields.unknown_keys(ROUTE_KEYS):
+        raise unknown
     if "upstream" not in entry:
-        raise _EntryError(f"{where}.upstream: is required")
-    host = _host(entry.get("host"), f"{where}.host")
-    path_prefix = _path_prefix(entry.get("path_prefix", "/"), f"{where}.path_prefix")
+        raise _EntryError(f"{where}.upstream: is required", line)
+    host = _host(fields, "host")
+    path_prefix = _path_prefix(fields, "path_prefix")
     return Route(
-        name=_name(entry.get("name"), host, path_prefix, f"{where}.name"),
-        upstream=_upstream(entry["upstream"], f"{where}.upstream"),
+        name=_name(fields, host, path_prefix),
+        upstream=_upstream(fields, "upstream"),
         host=host,
         path_prefix=path_prefix,
-        sample_rate=_sample_rate(entry.get("sample_rate"), f"{where}.sample_rate"),
+        sample_rate=_rate(fields, "sample_rate"),
+        span_name=_span_name(fields, "span_name"),
+        adaptive=_adaptive(fields, "adaptive"),
+        max_traces_per_second=_number(fields, "max_traces_per_second", minimum=0.0) or 0.0,
+        timeout=_timeout(fields, "timeout"),
+        tags=_tags(fields, "tags"),
     )
 
 
-def _name(value: Any, host: str | None, path_prefix: str, where: str) -> str:
+class _Fields:
+    """The keys of one mapping in the file, with where each is, for error messages."""
+
+    def __init__(self, mapping: dict[Any, Any], where: str, line: int) -> None:
+        self.mapping = mapping
+        self.where = where
+        self.line = line
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.mapping.get(key, default)
+
+    def line_of(self, key: Any) -> int:
+        return self.mapping.line_of(key) if isinstance(self.mapping, _Mapping) else self.line
+
+    def error(self, key: str, message: str) -> _EntryError:
+        return _EntryError(f"{self.where}.{key}: {message}", self.line_of(key))
+
+    def unknown_keys(self, allowed: Sequence[str]) -> _EntryError | None:
+        unknown = sorted(str(key) for key in self.mapping if key not in allowed)
+        if not unknown:
+            return None
+        message = f"{self.where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
+        return _EntryError(message, self.line_of(unknown[0]))
+
+
+def _name(fields: _Fields, host: str | None, path_prefix: str) -> str:
+    value = fields.get("name")
     if value is None:
         return f"{host or ''}{path_prefix}"
     if not isinstance(value, str) or not value.strip():
-        raise _EntryError(f"{where}: must be a non-empty string (got {value!r})")
+        raise fields.error("name", f"must be a non-empty string (got {value!r})")
     return value
 
 
-def _host(value: Any, where: str) -> str | None:
+def _host(fields: _Fields, key: str) -> str | None:
+    value = fields.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise _EntryError(f"{where}: must be a string (got {value!r})")
+        raise fields.error(key, f"must be a string (got {value!r})")
     host = value.lower()
     if not (_HOST_NAME.fullmatch(host) or _IPV6_LITERAL.fullmatch(host)):
-        raise _EntryError(
-            f"{where}: must be a host name such as 'example.com' or '*.example.com',"
-            f" without scheme, port or path (got {value!r})"
+        raise fields.error(
+            key,
+            "must be a host name such as 'example.com' or '*.example.com',"
+            f" without scheme, port or path (got {value!r})",
         )
     return host
 
 
-def _path_prefix(value: Any, where: str) -> str:
+def _path_prefix(fields: _Fields, key: str) -> str:
+    value = fields.get(key, "/")
     if not isinstance(value, str):
-        raise _EntryError(f"{where}: must be a string (got {value!r})")
+        raise fields.error(key, f"must be a string (got {value!r})")
     if not value.startswith("/"):
-        raise _EntryError(f"{where}: must start with '/' (got {value!r})")
+        raise fields.error(key, f"must start with '/' (got {value!r})")
     if "?" in value or "#" in value:
-        raise _EntryError(f"{where}: must be a path, without '?' or '#' (got {value!r})")
+        raise fields.error(key, f"must be a path, without '?' or '#' (got {value!r})")
     return value
 
 
-def _upstream(value: Any, where: str) -> Upstream:
+def _upstream(fields: _Fields, key: str) -> Upstream:
+    value = fields.get(key)
     if not isinstance(value, str):
-        raise _EntryError(f"{where}: must be a URL string (got {value!r})")
+        raise fields.error(key, f"must be a URL string (got {value!r})")
     try:
         return parse_upstream(value)
     except ValueError as exc:
-        raise _EntryError(f"{where}: {exc}") from None
+        raise fields.error(key, str(exc)) from None
 
 
-def _sample_rate(value: Any, where: str) -> float | None:
+def _number(fields: _Fields, key: str, *, minimum: float, maximum: float | None = None) -> float | None:
+    """A number within [minimum, maximum], or None when the key is absent."""
+    value = fields.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _EntryError(f"{where}: must be a number (got {value!r})")
-    if not 0.0 <= value <= 1.0:
-        raise _EntryError(f"{where}: must be within [0.0, 1.0] (got {value!r})")
+        raise fields.error(key, f"must be a number (got {value!r})")
+    if maximum is not None and not minimum <= value <= maximum:
+        raise fields.error(key, f"must be within [{minimum}, {maximum}] (got {value!r})")
+    if not value >= minimum:  # also catches nan
+        raise fields.error(key, f"must be {minimum} or more (got {value!r})")
+    if value == float("inf"):
+        raise fields.error(key, f"must be a finite number (got {value!r})")
     return float(value)
 
 
-def _check_unique(routes: list[Route]) -> None:
+def _rate(fields: _Fields, key: str) -> float | None:
+    return _number(fields, key, minimum=0.0, maximum=1.0)
+
+
+def _timeout(fields: _Fields, key: str) -> float | None:
+    timeout = _number(fields, key, minimum=0.0, maximum=MAX_TIMEOUT)
+    if timeout == 0.0:
+        raise fields.error(key, "must be more than 0 seconds (got 0)")
+    return timeout
+
+
+def _span_name(fields: _Fields, key: str) -> str | None:
+    value = fields.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise fields.error(key, f"must be a non-empty string (got {value!r})")
+    allowed = ", ".join(f"{{{name}}}" for name in SPAN_NAME_FIELDS)
+    try:
+        parsed = list(_FORMATTER.parse(value))
+    except ValueError as exc:
+        raise fields.error(key, f"{exc}; write a literal brace as {{{{ or }}}} (got {value!r})") from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in SPAN_NAME_FIELDS or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise fields.error(key, f"unknown placeholder {shown} (allowed: {allowed}) in {value!r}")
+    return value
+
+
+def _adaptive(fields: _Fields, key: str) -> Adaptive | None:
+    value = fields.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise fields.error(key, f"must be a mapping with target_traces_per_second (got {_kind(value)})")
+    where = f"{fields.where}.{key}"
+    inner = _Fields(value, where, fields.line_of(key))
+    if unknown := inner.unknown_keys(ADAPTIVE_KEYS):
+        raise unknown
+    target = _number(inner, "target_traces_per_second", minimum=0.0)
+    if target is None:
+        raise _EntryError(f"{where}.target_traces_per_second: is required", inner.line)
+    if target == 0.0:
+        raise inner.error("target_traces_per_second", "must be more than 0 (got 0)")
+    floor = _number(inner, "min_sample_rate", minimum=0.0, maximum=1.0)
+    interval = _number(inner, "interval", minimum=MIN_ADAPTIVE_INTERVAL, maximum=MAX_TIMEOUT)
+    return Adaptive(
+        target_traces_per_second=target,
+        min_sample_rate=DEFAULT_MIN_SAMPLE_RATE if floor is None else floor,
+        interval=DEFAULT_ADAPTIVE_INTERVAL if interval is None else interval,
+    )
+
+
+def _tags(fields: _Fields, key: str) -> tuple[tuple[str, str], ...]:
+    value = fields.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise fields.error(key, f"must be a mapping of tag names to values (got {_kind(value)})")
+    tags = _Fields(value, f"{fields.where}.{key}", fields.line_of(key))
+    pairs = []
+    for name, tag_value in value.items():
+        if not isinstance(name, str) or not name.strip():
+            raise fields.error(key, f"tag names must be non-empty strings (got {name!r})")
+        if name in RESERVED_TAGS:
+            reserved = ", ".join(sorted(RESERVED_TAGS))
+            raise tags.error(name, f"is set by the gateway itself (reserved: {reserved})")
+        if isinstance(tag_value, bool):
+            pairs.append((name, "true" if tag_value else "false"))
+        elif isinstance(tag_value, str | int | float):
+            pairs.append((name, str(tag_value)))
+        else:
+            raise tags.error(name, f"must be a string, number or boolean (got {_kind(tag_value)})")
+    return tuple(pairs)
+
+
+def _check_unique(routes: list[Route], entries: list[_Fields]) -> None:
     names: dict[str, int] = {}
     matches: dict[tuple[str | None, str], int] = {}
     for index, route in enumerate(routes):
         # '/api' and '/api/' select the same requests, so they are one prefix.
         match = (route.host, route.path_prefix.rstrip("/"))
         if match in matches:
-            raise _EntryError(f"routes[{index}]: same host and path_prefix as routes[{matches[match]}]")
+            raise _EntryError(
+                f"routes[{index}]: same host and path_prefix as routes[{matches[match]}]",
+                entries[index].line_of("path_prefix"),
+            )
         if route.name in names:
-            raise _EntryError(f"routes[{index}].name: {route.name!r} is already used by routes[{names[route.name]}]")
+            raise _EntryError(
+                f"routes[{index}].name: {route.name!r} is already used by routes[{names[route.name]}]",
+                entries[index].line_of("name"),
+            )
         matches[match] = names[route.name] = index
+
+
+def _line_of(mapping: dict[Any, Any], key: Any) -> int:
+    return mapping.line_of(key) if isinstance(mapping, _Mapping) else 0
 
 
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
-    return _KINDS.get(type(value), f"a {type(value).__name__}")
+    for kind, name in _KINDS.items():
+        if type(value) is kind or (kind in (list, dict) and isinstance(value, kind)):
+            return name
+    return f"a {type(value).__name__}"
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
         problem = exc.problem
@@ -308,17 +543,20 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
         # sentence ("expected a single document in the stream", "but found another document").
         if exc.context and not exc.context.startswith("while "):
             problem = f"{exc.context}, {problem}"
-        return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        return f":{mark.line + 1}:{mark.column + 1}: invalid YAML: {problem}"
     if isinstance(exc, yaml.reader.ReaderError):
-        return f" at character {exc.position + 1}: {exc.reason} (#x{exc.character:04x})"
-    return ": " + " ".join(str(exc).split())
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        return f":{line}:{column}: invalid YAML: {exc.reason} (#x{exc.character:04x})"
+    return ": invalid YAML: " + " ".join(str(exc).split())
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping, where PyYAML silently keeps the last."""
+    """SafeLoader that refuses a key given twice in one mapping, where PyYAML silently keeps the last, and
+    remembers the line of every key and item so that errors can name it."""
 
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> _Mapping:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         if key_node.tag == _MERGE_TAG:
@@ -331,7 +569,29 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
                 "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
             )
         seen.add(key)
-    return loader.construct_mapping(node)
+    mapping = _Mapping(loader.construct_mapping(node))
+    mapping.line = node.start_mark.line + 1
+    # construct_mapping has flattened merge keys into node.value, merged ones first, so explicit keys win here too.
+    mapping.key_lines = {
+        key: key_node.start_mark.line + 1
+        for key_node, _ in node.value
+        if _hashable(key := loader.construct_object(key_node))
+    }
+    return mapping
+
+
+def _construct_sequence(loader: _StrictLoader, node: yaml.SequenceNode) -> Iterator[_Sequence]:
+    items = _Sequence()
+    items.line = node.start_mark.line + 1
+    items.item_lines = [item.start_mark.line + 1 for item in node.value]
+    # Yielded empty and filled afterwards, as PyYAML's own construct_yaml_seq does, so that aliases can refer to it.
+    yield items
+    items.extend(loader.construct_sequence(node))
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, Hashable)
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)

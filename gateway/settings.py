@@ -58,10 +58,19 @@ class Settings(BaseSettings):
 
     upstream_url: Annotated[str, AfterValidator(_upstream_url)] = ""
     routes_file: Path | None = None
+    # Seconds between checks of the route file for changes (a stat, off the request path); 0 = only on SIGHUP.
+    routes_reload_interval: float = Field(2.0, ge=0.0, le=3600.0)
+    no_route_status: int = Field(404, ge=400, le=599, description="status of a request that no route matches")
     preserve_host: bool = False
     upstream_timeout: float = Field(30.0, gt=0.0, le=3600.0)
     upstream_max_connections: int = Field(8, ge=1, le=1024)
     upstream_client: Literal["aiohttp", "httpx"] = "aiohttp"
+    # What a client may take or send before the gateway gives up on it (gateway/client_guard.py).
+    client_header_timeout: float = Field(10.0, gt=0.0, le=3600.0)
+    client_body_timeout: float = Field(30.0, gt=0.0, le=3600.0)
+    client_send_timeout: float = Field(30.0, gt=0.0, le=3600.0)
+    client_keepalive_timeout: float = Field(5.0, gt=0.0, le=3600.0)
+    client_max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
 
     sample_rate: float = Field(0.5, ge=0.0, le=1.0)
     max_traces_per_second: float = Field(0.0, ge=0.0)
@@ -76,8 +85,10 @@ class Settings(BaseSettings):
     reporter_queue_size: int = Field(10_000, ge=2)
     reporter_batch_size: int = Field(1000, ge=1)
     reporter_flush_interval: float = Field(1.0, gt=0.0, le=60.0)
-    reporter_timeout: float = Field(5.0, gt=0.0, le=120.0)
-    reporter_max_attempts: int = Field(4, ge=1, le=20)
+    reporter_queue_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024)
+    reporter_timeout: float = Field(10.0, gt=0.0, le=120.0)
+    # With the backoff (0.1 s doubling to 5 s, jittered), 10 attempts ride out a collector outage of 10 to 20 s.
+    reporter_max_attempts: int = Field(10, ge=1, le=20)
 
     shutdown_timeout: float = Field(20.0, gt=0.0, le=600.0)
     log_level: LogLevel = "info"

@@ -1,4 +1,4 @@
-"""W3C Trace Context level 1: the ``traceparent`` request header and the ``traceresponse`` response header.
+"""W3C Trace Context: the ``traceparent`` and ``tracestate`` request headers and the ``traceresponse`` response header.
 
 See https://www.w3.org/TR/trace-context/ and https://w3c.github.io/trace-context/#traceresponse-header.
 """
@@ -6,6 +6,7 @@ See https://www.w3.org/TR/trace-context/ and https://w3c.github.io/trace-context
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from gateway.context import Extracted, TraceContext
 
@@ -26,6 +27,8 @@ UNSUPPORTED_VERSION = "unsupported_version"
 MALFORMED_TRACE_ID = "malformed_trace_id"
 MALFORMED_SPAN_ID = "malformed_span_id"
 MALFORMED_FLAGS = "malformed_flags"
+# A bad tracestate does not spoil the traceparent beside it (the spec: discard the tracestate only).
+MALFORMED_TRACESTATE = "malformed_tracestate"
 INVALID_REASONS = (
     DUPLICATE_HEADER,
     OVERSIZED_HEADER,
@@ -34,7 +37,11 @@ INVALID_REASONS = (
     MALFORMED_TRACE_ID,
     MALFORMED_SPAN_ID,
     MALFORMED_FLAGS,
+    MALFORMED_TRACESTATE,
 )
+# The spec's limit of list members; each is at most 256 + 1 + 256 characters, and commas and spaces come between.
+MAX_TRACESTATE_MEMBERS = 32
+MAX_TRACESTATE_LENGTH = 32 * 1024
 
 _VERSION_00_LENGTH = 55
 _SAMPLED_FLAG = 0x01
@@ -43,6 +50,11 @@ _HEX2 = re.compile(r"[0-9a-f]{2}")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _INVALID = {reason: Extracted(invalid=reason) for reason in INVALID_REASONS}
+# The spec's key = simple-key / multi-tenant-key, and value = 0*255(chr) nblk-chr.
+_KEY_CHARS = r"[a-z0-9_\-*/]"
+_TRACESTATE_KEY = re.compile(rf"[a-z]{_KEY_CHARS}{{0,255}}|[a-z0-9]{_KEY_CHARS}{{0,240}}@[a-z]{_KEY_CHARS}{{0,13}}")
+_TRACESTATE_VALUE = re.compile(r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
+_OWS = " \t"
 
 
 def parse_traceparent(value: str) -> Extracted:
@@ -54,6 +66,8 @@ def parse_traceparent(value: str) -> Extracted:
     """
     if len(value) > MAX_VALUE_LENGTH:
         return _INVALID[OVERSIZED_HEADER]
+    # Optional whitespace around a field value is not part of it (RFC 9110 5.5); the spec's test suite sends some.
+    value = value.strip(_OWS)
     if len(value) < _VERSION_00_LENGTH or value[2] != "-" or value[35] != "-" or value[52] != "-":
         return _INVALID[MALFORMED_TRACEPARENT]
     version = value[:2]
@@ -70,6 +84,36 @@ def parse_traceparent(value: str) -> Extracted:
         return _INVALID[MALFORMED_FLAGS]
     sampled = bool(int(flags_hex, 16) & _SAMPLED_FLAG)
     return Extracted(context=TraceContext(int(trace_hex, 16), int(span_hex, 16), None, sampled), sampled=sampled)
+
+
+def parse_tracestate(values: Sequence[str]) -> str | None:
+    """The list members of every ``tracestate`` header, in order and joined by commas ("" for none), or None
+    when the list is invalid and, as the spec asks, to be discarded: a member that is not ``key=value`` by the
+    spec's grammar, a key given twice, more than 32 members.
+    """
+    if sum(len(value) for value in values) > MAX_TRACESTATE_LENGTH:
+        return None
+    members: list[str] = []
+    keys: set[str] = set()
+    for value in values:
+        for raw_member in value.split(","):
+            member = raw_member.strip(_OWS)
+            if not member:
+                continue  # the spec allows empty list members, and drops them
+            key, equals, member_value = member.partition("=")
+            if (
+                not equals
+                or _TRACESTATE_KEY.fullmatch(key) is None
+                or _TRACESTATE_VALUE.fullmatch(member_value) is None
+            ):
+                return None
+            if key in keys:
+                return None
+            keys.add(key)
+            members.append(member)
+    if len(members) > MAX_TRACESTATE_MEMBERS:
+        return None
+    return ",".join(members)
 
 
 def format_traceparent(ctx: TraceContext) -> str:

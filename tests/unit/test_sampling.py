@@ -11,6 +11,7 @@ from gateway.context import MAX_64BIT, MAX_128BIT, NO_CONTEXT, Extracted, TraceC
 from gateway.sampling import (
     NOT_SAMPLED_REASONS,
     SAMPLED_REASONS,
+    AdaptiveSampler,
     Decision,
     RatioSampler,
     TracesPerSecondCap,
@@ -159,21 +160,28 @@ class Reserve:
         return self.answer
 
 
+NO_CAP = TracesPerSecondCap(0)
 SAMPLED_ID = 0x7FFFFFFFFFFFFFFF
 NOT_SAMPLED_ID = 0x8000000000000000
 PARENT = TraceContext(1, 2, None, True)
 
 
 def run(incoming: Extracted, trace_id: int, tokens: float = 10, room: bool = True) -> tuple[Decision, int, int]:
-    """decide() at rate 0.5; returns the decision, the tokens taken from the cap and the calls to reserve."""
+    """decide() at rate 0.5 with no route cap; returns the decision, the tokens taken from the process cap and the
+    calls to reserve."""
     clock = FakeClock()
     cap = TracesPerSecondCap(tokens, now=clock)
     reserve = Reserve(room)
-    decision = decide(incoming, trace_id, RatioSampler(0.5), cap, reserve)
+    decision = decide(incoming, trace_id, RatioSampler(0.5), NO_CAP, cap, reserve)
+    return decision, int(max(1, tokens)) - tokens_left(cap), reserve.calls
+
+
+def tokens_left(cap: TracesPerSecondCap) -> int:
+    """How many traces the cap would still let through now (it is used up by the count)."""
     left = 0
     while left < 100 and cap.try_acquire():
         left += 1
-    return decision, int(max(1, tokens)) - left, reserve.calls
+    return left
 
 
 DECIDE_CASES = [
@@ -234,16 +242,48 @@ def test_decide_rate_limited_does_not_reserve():
     cap = TracesPerSecondCap(1, now=clock)
     assert cap.try_acquire() is True
     reserve = Reserve()
-    assert decide(NO_CONTEXT, SAMPLED_ID, RatioSampler(0.5), cap, reserve) == Decision(False, False, "rate_limited")
+    assert decide(NO_CONTEXT, SAMPLED_ID, RatioSampler(0.5), NO_CAP, cap, reserve) == Decision(
+        False, False, "rate_limited"
+    )
     assert reserve.calls == 0
 
 
-def test_decide_queue_full_still_spends_the_token():
-    # The cap counts traces the gateway tried to sample; a full queue is counted apart as queue_full.
+def test_decide_queue_full_still_spends_the_tokens():
+    # The caps count traces the gateway tried to sample; a full queue is counted apart as queue_full.
     clock = FakeClock()
-    cap = TracesPerSecondCap(1, now=clock)
-    decide(NO_CONTEXT, SAMPLED_ID, RatioSampler(1.0), cap, Reserve(False))
-    assert cap.try_acquire() is False
+    route_cap, process_cap = TracesPerSecondCap(1, now=clock), TracesPerSecondCap(1, now=clock)
+    decide(NO_CONTEXT, SAMPLED_ID, RatioSampler(1.0), route_cap, process_cap, Reserve(False))
+    assert (route_cap.try_acquire(), process_cap.try_acquire()) == (False, False)
+
+
+def test_decide_route_cap_comes_before_the_process_cap():
+    clock = FakeClock()
+    route_cap, process_cap = TracesPerSecondCap(1, now=clock), TracesPerSecondCap(5, now=clock)
+    reserve = Reserve()
+    decisions = [decide(NO_CONTEXT, SAMPLED_ID, RatioSampler(1.0), route_cap, process_cap, reserve) for _ in range(3)]
+    assert [decision.reason for decision in decisions] == ["ratio", "route_rate_limited", "route_rate_limited"]
+    assert reserve.calls == 1
+    # The route's refusals took nothing from the process: 4 of its 5 tokens are left.
+    assert tokens_left(process_cap) == 4
+
+
+def test_decide_gives_a_routes_token_back_when_the_process_cap_refuses():
+    clock = FakeClock()
+    route_cap, process_cap = TracesPerSecondCap(2, now=clock), TracesPerSecondCap(1, now=clock)
+    assert process_cap.try_acquire() is True
+    decision = decide(NO_CONTEXT, SAMPLED_ID, RatioSampler(1.0), route_cap, process_cap, Reserve())
+    assert decision == Decision(False, False, "rate_limited")
+    assert tokens_left(route_cap) == 2
+
+
+def test_cap_refund_never_overfills_and_is_a_no_op_without_a_cap():
+    clock = FakeClock()
+    cap = TracesPerSecondCap(2, now=clock)
+    cap.refund()
+    assert tokens_left(cap) == 2
+    uncapped = TracesPerSecondCap(0, now=clock)
+    uncapped.refund()
+    assert all(uncapped.try_acquire() for _ in range(1000))
 
 
 @given(
@@ -256,8 +296,158 @@ def test_decide_queue_full_still_spends_the_token():
     st.booleans(),
 )
 def test_decide_reasons_are_listed(incoming, trace_id, rate, max_per_second, room):
+    clock = FakeClock()
     decision = decide(
-        incoming, trace_id, RatioSampler(rate), TracesPerSecondCap(max_per_second, FakeClock()), Reserve(room)
+        incoming,
+        trace_id,
+        RatioSampler(rate),
+        TracesPerSecondCap(max_per_second, clock),
+        TracesPerSecondCap(max_per_second, clock),
+        Reserve(room),
     )
     assert decision.reason in (SAMPLED_REASONS if decision.sampled else NOT_SAMPLED_REASONS)
     assert not decision.debug or decision.sampled
+
+
+# --- caps over time ---------------------------------------------------------------------------------------------
+
+
+@given(
+    st.lists(st.tuples(st.floats(0.0, 0.5), st.booleans()), min_size=1, max_size=400),
+    st.sampled_from([0.5, 1.0, 3.0, 20.0]),
+    st.sampled_from([0.0, 2.0, 7.0]),
+    st.sampled_from([0.0, 4.0, 10.0]),
+)
+def test_caps_hold_over_time(arrivals, first_cap, second_cap, process_cap_rate):
+    """Whatever the arrivals, no route ever gets more than its burst plus its rate times the time elapsed, and the
+    process no more than its own, while every route gets at least its share when the process cap has room."""
+    clock = FakeClock()
+    caps = {True: TracesPerSecondCap(first_cap, now=clock), False: TracesPerSecondCap(second_cap, now=clock)}
+    process_cap = TracesPerSecondCap(process_cap_rate, now=clock)
+    sampled = {True: 0, False: 0}
+    elapsed = 0.0
+    for gap, first in arrivals:
+        clock.advance(gap)
+        elapsed += gap
+        decision = decide(NO_CONTEXT, SAMPLED_ID, RatioSampler(1.0), caps[first], process_cap, Reserve())
+        sampled[first] += decision.sampled
+        for route, rate in ((True, first_cap), (False, second_cap)):
+            if rate:
+                assert sampled[route] <= max(1.0, rate) + rate * elapsed + 1e-6
+        if process_cap_rate:
+            assert sum(sampled.values()) <= max(1.0, process_cap_rate) + process_cap_rate * elapsed + 1e-6
+    if not process_cap_rate and not second_cap:
+        assert sampled[False] == sum(1 for _, first in arrivals if not first)
+
+
+# --- adaptive sampling ------------------------------------------------------------------------------------------
+
+
+class Traffic:
+    """A synthetic series: `per_second` requests a second, evenly spaced, with random trace ids (seeded)."""
+
+    def __init__(self, sampler_factory, seed: int = 7) -> None:
+        self.clock = FakeClock()
+        self.rates: list[float] = []
+        self.sampler = sampler_factory(self.clock, self.rates.append)
+        self._rng = random.Random(seed)
+
+    def run(self, per_second: float, seconds: float) -> int:
+        """Sends the requests; returns how many were sampled."""
+        sampled = 0
+        gap = 1.0 / per_second
+        for _ in range(round(per_second * seconds)):
+            self.clock.advance(gap)
+            sampled += self.sampler.should_sample(self._rng.getrandbits(128))
+        return sampled
+
+
+def adaptive(target: float, floor: float = 0.0001, interval: float = 5.0, initial: float = 0.5):
+    return lambda clock, on_rate: AdaptiveSampler(target, floor, interval, initial, now=clock, on_rate=on_rate)
+
+
+def assert_near_target(sampled: int, target: float, seconds: float) -> None:
+    expected = target * seconds
+    # Binomial: the traffic is exact, so only which ids fall under the bound varies; 5 sigma.
+    assert abs(sampled - expected) <= 5 * math.sqrt(expected), (sampled, expected)
+
+
+def test_adaptive_converges_to_its_target_as_the_traffic_changes():
+    traffic = Traffic(adaptive(target=10.0))
+    for per_second in (2000.0, 200.0, 5000.0, 40.0):
+        traffic.run(per_second, 60.0)  # 12 intervals: the smoothed estimate has caught up with the new traffic
+        assert traffic.sampler.rate == pytest.approx(10.0 / per_second, rel=0.01)
+        assert_near_target(traffic.run(per_second, 30.0), 10.0, 30.0)
+
+
+def test_adaptive_samples_every_trace_of_a_quiet_route():
+    traffic = Traffic(adaptive(target=10.0, initial=0.01))
+    traffic.run(4.0, 30.0)
+    assert traffic.sampler.rate == 1.0
+    assert traffic.run(4.0, 10.0) == 40
+
+
+def test_adaptive_never_goes_below_its_floor():
+    traffic = Traffic(adaptive(target=1.0, floor=0.05))
+    traffic.run(1000.0, 60.0)
+    assert traffic.sampler.rate == 0.05
+    assert min(traffic.rates) == 0.05
+    sampled = traffic.run(1000.0, 10.0)
+    assert abs(sampled - 500) <= 5 * math.sqrt(500 * 0.95)
+
+
+def test_adaptive_starts_at_its_initial_rate_raised_to_the_floor():
+    clock = FakeClock()
+    assert AdaptiveSampler(5.0, 0.0, 10.0, 0.3, now=clock).rate == 0.3
+    assert AdaptiveSampler(5.0, 0.2, 10.0, 0.1, now=clock).rate == 0.2
+
+
+def test_adaptive_keeps_its_rate_within_an_interval_and_reports_each_change():
+    traffic = Traffic(adaptive(target=10.0, interval=5.0, initial=0.5))
+    traffic.run(100.0, 4.9)
+    assert traffic.rates == [0.5]
+    traffic.run(100.0, 0.2)
+    assert traffic.rates == [0.5, pytest.approx(0.1, rel=0.05)]
+    assert traffic.sampler.traffic == pytest.approx(100.0, rel=0.05)
+
+
+def test_adaptive_rate_rises_after_an_idle_period():
+    traffic = Traffic(adaptive(target=10.0))
+    traffic.run(1000.0, 60.0)
+    busy_rate = traffic.sampler.rate
+    traffic.clock.advance(3600.0)
+    traffic.run(1.0, 1.0)
+    assert busy_rate < traffic.sampler.rate <= 1.0
+
+
+def test_adaptive_decisions_are_those_of_a_ratio_sampler_at_its_rate():
+    traffic = Traffic(adaptive(target=10.0))
+    traffic.run(500.0, 30.0)
+    rng = random.Random(3)
+    fixed = RatioSampler(traffic.sampler.rate)
+    for _ in range(1000):
+        trace_id = rng.getrandbits(128)
+        assert traffic.sampler.should_sample(trace_id) is fixed.should_sample(trace_id)
+
+
+def test_adaptive_survives_a_clock_stepping_back():
+    clock = FakeClock()
+    sampler = AdaptiveSampler(10.0, 0.0, 5.0, 0.5, now=clock)
+    clock.advance(-100.0)
+    assert sampler.should_sample(0) is True
+    assert sampler.rate == 0.5
+
+
+@pytest.mark.parametrize(
+    ("target", "floor", "interval", "initial", "message"),
+    [
+        (0.0, 0.0, 5.0, 0.5, "target traces per second must be more than 0"),
+        (math.nan, 0.0, 5.0, 0.5, "target traces per second must be more than 0"),
+        (1.0, 0.0, 0.0, 0.5, "adaptive interval must be more than 0 seconds"),
+        (1.0, 1.5, 5.0, 0.5, "sample rate must be within"),
+        (1.0, 0.0, 5.0, -0.5, "sample rate must be within"),
+    ],
+)
+def test_adaptive_rejects_bad_settings(target, floor, interval, initial, message):
+    with pytest.raises(ValueError, match=message):
+        AdaptiveSampler(target, floor, interval, initial, now=FakeClock())

@@ -47,6 +47,7 @@ def test_defaults_match_the_contract(settings_from_env):
     assert settings.upstream_timeout == 30
     assert settings.propagation == [Propagation.B3_MULTI]
     assert settings.routes_file is None
+    assert (settings.routes_reload_interval, settings.no_route_status) == (2.0, 404)
 
 
 def test_lists_are_comma_separated_not_json(settings_from_env):
@@ -89,6 +90,11 @@ def test_a_routes_file_replaces_the_upstream_url(settings_from_env):
         ("GATEWAY_UPSTREAM_TIMEOUT", "0", "GATEWAY_UPSTREAM_TIMEOUT: Input should be greater than 0"),
         ("GATEWAY_MAX_TRACES_PER_SECOND", "-5", "GATEWAY_MAX_TRACES_PER_SECOND: Input should be greater than or"),
         ("GATEWAY_LOG_LEVEL", "loud", "GATEWAY_LOG_LEVEL: Input should be 'debug', 'info'"),
+        ("GATEWAY_NO_ROUTE_STATUS", "200", "GATEWAY_NO_ROUTE_STATUS: Input should be greater than or equal to 400"),
+        ("GATEWAY_NO_ROUTE_STATUS", "600", "GATEWAY_NO_ROUTE_STATUS: Input should be less than or equal to 599"),
+        ("GATEWAY_NO_ROUTE_STATUS", "4o4", "GATEWAY_NO_ROUTE_STATUS: Input should be a valid integer"),
+        ("GATEWAY_ROUTES_RELOAD_INTERVAL", "-1", "GATEWAY_ROUTES_RELOAD_INTERVAL: Input should be greater than or"),
+        ("GATEWAY_ROUTES_RELOAD_INTERVAL", "2s", "GATEWAY_ROUTES_RELOAD_INTERVAL: Input should be a valid number"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_what_is_allowed(settings_from_env, variable, value, expected):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 
@@ -92,7 +94,38 @@ CASES = [
     ),
     pytest.param([TRACEPARENT, TRACEPARENT], Extracted(invalid="duplicate_header"), id="duplicate-traceparent"),
     pytest.param([(b"traceparent", b"")], NO_CONTEXT, id="empty-traceparent-is-absent"),
-    pytest.param([TRACEPARENT, (b"tracestate", b"congo=t61rcWkgMzE")], found(W3C_CTX), id="tracestate-does-not-matter"),
+    pytest.param(
+        [TRACEPARENT, (b"tracestate", b"congo=t61rcWkgMzE")],
+        replace(found(W3C_CTX), tracestate="congo=t61rcWkgMzE"),
+        id="tracestate-comes-with-its-traceparent",
+    ),
+    pytest.param(
+        [(b"tracestate", b"rojo=00f067aa0ba902b7"), TRACEPARENT, (b"tracestate", b" congo=t61rcWkgMzE ,")],
+        replace(found(W3C_CTX), tracestate="rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"),
+        id="tracestate-headers-combine-in-order",
+    ),
+    pytest.param(
+        [TRACEPARENT, (b"tracestate", b"Bad Key=1")],
+        replace(found(W3C_CTX), tracestate_invalid=True),
+        id="invalid-tracestate-discarded-context-kept",
+    ),
+    pytest.param([TRACEPARENT, (b"tracestate", b"")], found(W3C_CTX), id="empty-tracestate-is-absent"),
+    pytest.param([(b"tracestate", b"congo=t61rcWkgMzE")], NO_CONTEXT, id="tracestate-without-traceparent-dropped"),
+    pytest.param(
+        [B3_SINGLE, (b"traceparent", f"00-{B3_TRACE}-{W3C_SPAN}-01".encode()), (b"tracestate", b"congo=1")],
+        replace(found(B3_CTX), tracestate="congo=1"),
+        id="tracestate-kept-when-b3-wins-for-the-same-trace",
+    ),
+    pytest.param(
+        [B3_SINGLE, TRACEPARENT, (b"tracestate", b"congo=1")],
+        found(B3_CTX),
+        id="tracestate-of-another-trace-dropped",
+    ),
+    pytest.param(
+        [B3_SINGLE, (b"traceparent", b"garbage"), (b"tracestate", b"congo=1")],
+        found(B3_CTX),
+        id="tracestate-of-an-invalid-traceparent-dropped",
+    ),
     pytest.param([B3_SINGLE, B3_SINGLE, TRACEPARENT], found(W3C_CTX), id="duplicate-b3-falls-back-to-traceparent"),
 ]
 
