@@ -1,14 +1,10 @@
-"""deploy/: the manifests parse, name only real settings, probe the real admin listener, and agree with each other."""
+"""deploy/ agrees with the code and with itself: real settings, the real admin listener, ports that meet."""
 
 from __future__ import annotations
 
-import json
 import re
-import shlex
-import tomllib
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -17,142 +13,148 @@ from prometheus_client import CollectorRegistry, Gauge
 from pydantic import ValidationError
 
 from gateway.admin import READY_METRIC, AdminServer
-from gateway.routes import load_routes
+from gateway.routes import Route, RouteTable, load_routes, parse_upstream
 from gateway.settings import ENV_PREFIX, Settings
-from tests.support import LOOPBACK, REPO_ROOT, free_port
+from tests.deploy.kustomize import pod_spec
+from tests.deploy.manifests import (
+    BASE,
+    COLLECTOR,
+    DEPLOY,
+    EMOJIVOTO,
+    MONITORING,
+    Obj,
+    cluster,
+    container,
+    environment,
+    gateway_env,
+    mounted_file,
+    one,
+    only,
+    port_number,
+    rendered,
+    resolve,
+    service_target,
+)
+from tests.support import LOOPBACK, free_port
 
-DEPLOY = REPO_ROOT / "deploy"
-BASE = DEPLOY / "base"
-DOCKERFILE = DEPLOY / "Dockerfile"
-NAMESPACE = "ingress-gateway"
-CONSOLE_SCRIPT = "ingress-gateway"
-LINKERD_COLLECTOR_SPANS = "http://linkerd-collector.linkerd:9411/api/v2/spans"
-
-
-def documents() -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = []
-    for path in sorted(BASE.glob("*.yaml")):
-        if path.name != "kustomization.yaml":
-            docs.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None)
-    return docs
-
-
-def one(kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [doc for doc in documents() if doc["kind"] == kind and name in (None, doc["metadata"]["name"])]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
-    document: dict[str, Any] = found[0]
-    return document
-
-
-def container() -> dict[str, Any]:
-    [gateway] = one("Deployment")["spec"]["template"]["spec"]["containers"]
-    spec: dict[str, Any] = gateway
-    return spec
-
-
-def env_config() -> dict[str, str]:
-    """Every GATEWAY_* variable the pod gets: its ConfigMap's, then the container's own `env` entries."""
-    refs = [source["configMapRef"]["name"] for source in container()["envFrom"]]
-    values: dict[str, str] = {}
-    for ref in refs:
-        values.update(one("ConfigMap", ref)["data"])
-    values.update({item["name"]: item["value"] for item in container().get("env", [])})
-    return {name: value for name, value in values.items() if name.startswith(ENV_PREFIX)}
+GATEWAY = "ingress-gateway"
+GATEWAY_VARIABLE = re.compile(r"\bGATEWAY_[A-Z0-9_]+\b")
+EMOJIVOTO_WEB = "web-svc.emojivoto.svc.cluster.local"
+# Receivers of the collector and the Linkerd proxy protocol (config.linkerd.io/trace-collector-protocol) each serves.
+PROXY_PROTOCOL_RECEIVERS = {"opencensus": "opencensus", "opentelemetry": "otlp"}
+TEXT_SUFFIXES = {".yaml", ".yml", ".env", ".conf", ".md", ".txt", ""}
 
 
-def port_of(name: str) -> int:
-    [port] = [port["containerPort"] for port in container()["ports"] if port["name"] == name]
-    return int(port)
+def gateway_objects(directory=EMOJIVOTO) -> list[Obj]:
+    return rendered(directory)
 
 
-def routes_file_content() -> str:
-    mount_dir, file_name = env_config()["GATEWAY_ROUTES_FILE"].rsplit("/", 1)
-    [mount] = [mount for mount in container()["volumeMounts"] if mount["mountPath"] == mount_dir]
-    volumes = one("Deployment")["spec"]["template"]["spec"]["volumes"]
-    [volume] = [volume for volume in volumes if volume["name"] == mount["name"]]
-    return str(one("ConfigMap", volume["configMap"]["name"])["data"][file_name])
+def gateway_deployment(objects: list[Obj]) -> Obj:
+    return one(objects, "Deployment", GATEWAY)
 
 
-# --- every file ---------------------------------------------------------------------------------------------------
+def pod_annotations(workload: Obj) -> dict[str, str]:
+    annotations: dict[str, str] = workload["spec"]["template"]["metadata"]["annotations"]
+    return annotations
 
 
-def test_kustomization_lists_every_manifest_and_nothing_else():
-    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
-    assert kustomization["kind"] == "Kustomization"
-    listed = kustomization["resources"]
-    assert sorted(listed) == sorted(path.name for path in BASE.glob("*.yaml") if path.name != "kustomization.yaml")
-    assert len(set(listed)) == len(listed)
+def collector_config() -> Obj:
+    objects = rendered(COLLECTOR)
+    collector = one(objects, "Deployment", "otel-collector")
+    [args] = container(collector)["args"]
+    config_path = args.removeprefix("--config=")
+    config: Obj = yaml.safe_load(mounted_file(objects, collector, config_path))
+    return config
 
 
-def test_every_manifest_is_a_named_kubernetes_object_in_the_gateway_namespace():
-    kinds = sorted(doc["kind"] for doc in documents())
-    assert kinds == [
-        "ConfigMap",
-        "ConfigMap",
-        "Deployment",
-        "Namespace",
-        "PodDisruptionBudget",
-        "Service",
-        "ServiceAccount",
-    ]
-    for doc in documents():
-        assert doc["apiVersion"] and doc["metadata"]["name"], doc
-        if doc["kind"] != "Namespace":
-            assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]
-    assert one("Namespace")["metadata"]["name"] == NAMESPACE
+def receiver_ports(config: Obj) -> dict[str, int]:
+    """Each receiver's listening port, `otlp` being its gRPC one."""
+    ports: dict[str, int] = {}
+    for name, receiver in config["receivers"].items():
+        endpoint = receiver["protocols"]["grpc"]["endpoint"] if name == "otlp" else receiver["endpoint"]
+        host, _, port = endpoint.rpartition(":")
+        # 0.0.0.0: since collector v0.104 an endpoint without host is localhost, which no other pod reaches.
+        assert host == "0.0.0.0", f"receiver {name} listens on {endpoint}: other pods cannot reach it"
+        ports[name] = int(port)
+    return ports
 
 
-# --- settings -----------------------------------------------------------------------------------------------------
+# --- settings -------------------------------------------------------------------------------------------------------
 
 
-def test_every_gateway_variable_is_a_setting():
+def test_every_gateway_variable_named_in_deploy_is_a_setting():
     fields = set(Settings.model_fields)
-    unknown = sorted(name for name in env_config() if name.removeprefix(ENV_PREFIX).lower() not in fields)
-    assert unknown == []
-    # Every variable of the ConfigMap's data is a GATEWAY_ one: a typo'd prefix would be silently ignored.
-    assert set(one("ConfigMap", "ingress-gateway-env")["data"]) <= set(env_config())
+    for path in sorted(DEPLOY.rglob("*")):
+        if path.is_file() and (path.suffix in TEXT_SUFFIXES or path.name == "Dockerfile"):
+            names = set(GATEWAY_VARIABLE.findall(path.read_text()))
+            unknown = sorted(name for name in names if name.removeprefix(ENV_PREFIX).lower() not in fields)
+            assert unknown == [], f"{path.relative_to(DEPLOY)} names variables Settings does not read: {unknown}"
 
 
-def test_settings_of_the_manifests_are_valid(tmp_path, monkeypatch):
+def test_the_base_configmap_sets_every_setting():
+    env = environment(rendered(BASE), gateway_deployment(rendered(BASE)), GATEWAY)
+    expected = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    assert set(env) == expected, f"add to deploy/kubernetes/base/gateway.env: {sorted(expected - set(env))}"
+
+
+@pytest.mark.parametrize("directory", [BASE, EMOJIVOTO], ids=["base", "emojivoto"])
+def test_the_settings_and_routes_of_each_overlay_load(directory, tmp_path, monkeypatch):
+    objects = rendered(directory)
+    env = gateway_env(objects)
     routes = tmp_path / "routes.yaml"
-    routes.write_text(routes_file_content())
-    for name, value in env_config().items():
+    routes.write_text(mounted_file(objects, gateway_deployment(objects), env["GATEWAY_ROUTES_FILE"], GATEWAY))
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("GATEWAY_ROUTES_FILE", str(routes))
     try:
         settings = Settings(_env_file=None)
     except ValidationError as exc:
         pytest.fail(f"the ConfigMap's settings are invalid:\n{exc}")
-    assert settings.zipkin_url == LINKERD_COLLECTOR_SPANS
+    assert settings.routes_file is not None
+    assert load_routes(settings.routes_file)
     assert settings.sample_rate == 0.5
     assert not settings.trust_incoming_trace
-    assert not settings.preserve_host
+    assert settings.trusted_cidrs == []
 
 
-def test_routes_configmap_loads_as_a_route_table(tmp_path):
-    path = tmp_path / "routes.yaml"
-    path.write_text(routes_file_content())
-    routes = load_routes(path)
-    assert [route.name for route in routes] == ["emojivoto-vote", "emojivoto-api"]
-    assert {route.upstream.host for route in routes} == {"web-svc.emojivoto.svc.cluster.local"}
+@pytest.mark.parametrize(
+    ("host", "path"), [("emojivoto.example.com", "/"), ("203.0.113.9", "/api/vote"), ("x", "/js/app.js")]
+)
+def test_emojivoto_overlay_routes_every_request_to_web_svc(host, path, tmp_path, monkeypatch):
+    objects = rendered(EMOJIVOTO)
+    env = gateway_env(objects)
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(mounted_file(objects, gateway_deployment(objects), env["GATEWAY_ROUTES_FILE"], GATEWAY))
+    fallback = env["GATEWAY_UPSTREAM_URL"]
+    default = Route(name="default", upstream=parse_upstream(fallback)) if fallback else None
+    route = RouteTable(load_routes(routes), default).match(host, path)
+    assert route is not None
+    assert (route.upstream.host, route.upstream.port) == (EMOJIVOTO_WEB, 80)
+    assert route.sample_rate is None, "the reference samples every emojivoto request at the global rate"
 
 
-# --- ports and probes ---------------------------------------------------------------------------------------------
+# --- ports and probes -----------------------------------------------------------------------------------------------
 
 
 def test_container_ports_are_the_configured_listeners():
-    settings = env_config()
-    assert port_of("http") == int(settings["GATEWAY_PORT"]) == 8080
-    assert port_of("admin") == int(settings["GATEWAY_ADMIN_PORT"]) == 9901
-    [service_port] = one("Service")["spec"]["ports"]
-    assert service_port["targetPort"] == "http"
-    assert one("Service")["spec"]["type"] == "LoadBalancer"
+    objects = gateway_objects()
+    env = gateway_env(objects)
+    deployment = gateway_deployment(objects)
+    assert port_number(deployment, "http") == int(env["GATEWAY_PORT"])
+    assert port_number(deployment, "admin") == int(env["GATEWAY_ADMIN_PORT"])
+    service = one(objects, "Service", GATEWAY)
+    assert service["spec"]["type"] == "LoadBalancer"
+    [service_port] = service["spec"]["ports"]
+    assert service_target(objects, service, service_port["port"]) == (deployment, int(env["GATEWAY_PORT"]))
 
 
 @pytest.mark.parametrize(("probe", "path"), [("livenessProbe", "/live"), ("readinessProbe", "/ready")])
 def test_probes_ask_the_admin_listener(probe, path):
-    check = container()[probe]["httpGet"]
-    assert (check["path"], check["port"]) == (path, "admin")
+    objects = gateway_objects()
+    deployment = gateway_deployment(objects)
+    check = container(deployment, GATEWAY)[probe]["httpGet"]
+    assert check["path"] == path
+    assert port_number(deployment, check["port"]) == int(gateway_env(objects)["GATEWAY_ADMIN_PORT"])
 
 
 @pytest.fixture
@@ -167,117 +169,208 @@ def admin() -> Iterator[tuple[str, Gauge]]:
         server.stop()
 
 
-def test_probe_paths_answer_on_the_real_admin_listener(admin):
+def test_probe_and_scrape_paths_answer_on_the_real_admin_listener(admin):
     url, ready = admin
-    paths = {probe: container()[probe]["httpGet"]["path"] for probe in ("livenessProbe", "readinessProbe")}
-    assert httpx.get(url + paths["livenessProbe"]).status_code == 200
+    objects = gateway_objects()
+    deployment = gateway_deployment(objects)
+    gateway = container(deployment, GATEWAY)
+    assert httpx.get(url + gateway["livenessProbe"]["httpGet"]["path"]).status_code == 200
     # Not ready until a worker is: the pod gets no traffic before then.
-    assert httpx.get(url + paths["readinessProbe"]).status_code == 503
+    readiness = url + gateway["readinessProbe"]["httpGet"]["path"]
+    assert httpx.get(readiness).status_code == 503
     ready.set(1)
-    assert httpx.get(url + paths["readinessProbe"]).status_code == 200
-    scrape = one("Deployment")["spec"]["template"]["metadata"]["annotations"]
-    assert int(scrape["prometheus.io/port"]) == port_of("admin")
-    assert httpx.get(url + scrape["prometheus.io/path"]).status_code == 200
+    assert httpx.get(readiness).status_code == 200
+
+    annotations = pod_annotations(deployment)
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == port_number(deployment, "admin")
+    scrape = httpx.get(url + annotations["prometheus.io/path"])
+    assert scrape.status_code == 200
+    assert READY_METRIC in scrape.text
+    [endpoint] = only(rendered(MONITORING), "ServiceMonitor")["spec"]["endpoints"]
+    assert httpx.get(url + endpoint["path"]).text == scrape.text
 
 
-# --- the pod ------------------------------------------------------------------------------------------------------
+def test_the_servicemonitor_scrapes_the_admin_port_of_the_gateway_pods():
+    monitoring = rendered(MONITORING)
+    monitor = only(monitoring, "ServiceMonitor")
+    [service] = [
+        obj
+        for obj in monitoring
+        if obj["kind"] == "Service"
+        and monitor["spec"]["selector"]["matchLabels"].items() <= obj["metadata"]["labels"].items()
+    ]
+    [endpoint] = monitor["spec"]["endpoints"]
+    [port] = [port for port in service["spec"]["ports"] if port["name"] == endpoint["port"]]
+    objects = gateway_objects()
+    deployment = gateway_deployment(objects)
+    assert service["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert port_number(deployment, port["targetPort"]) == int(gateway_env(objects)["GATEWAY_ADMIN_PORT"])
 
 
-def test_deployment_runs_the_console_script_from_the_configured_image():
-    assert container()["command"] == [CONSOLE_SCRIPT]
-    assert container()["image"] in {
-        image["name"] for image in yaml.safe_load((BASE / "kustomization.yaml").read_text())["images"]
-    }
-    assert one("Deployment")["spec"]["replicas"] == 2
+# --- the pod --------------------------------------------------------------------------------------------------------
 
 
-def test_selectors_match_the_pods():
-    deployment = one("Deployment")
-    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    for selector in (
-        deployment["spec"]["selector"]["matchLabels"],
-        one("Service")["spec"]["selector"],
-        one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
-    ):
-        assert selector.items() <= pod_labels.items()
-    assert one("PodDisruptionBudget")["spec"]["minAvailable"] < deployment["spec"]["replicas"]
-    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == one("ServiceAccount")["metadata"]["name"]
+def test_every_selector_selects_exactly_one_workloads_pods():
+    everything = cluster()
+    workloads = [obj for obj in everything if pod_spec(obj) is not None]
+    for workload in workloads:
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    for obj in everything:
+        if obj["kind"] == "Service":
+            selector = obj["spec"]["selector"]
+        elif obj["kind"] == "PodDisruptionBudget":
+            selector = obj["spec"]["selector"]["matchLabels"]
+        else:
+            continue
+        selected = [
+            workload
+            for workload in workloads
+            if workload["metadata"]["namespace"] == obj["metadata"]["namespace"]
+            and selector.items() <= workload["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(selected) == 1, f"{obj['kind']} {obj['metadata']['name']} selects {len(selected)} workloads"
+
+
+def test_two_replicas_scaled_by_cpu_and_drained_one_at_a_time():
+    objects = gateway_objects()
+    deployment = gateway_deployment(objects)
+    autoscaler = only(objects, "HorizontalPodAutoscaler")
+    target = autoscaler["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", GATEWAY)
+    assert deployment["spec"]["replicas"] == autoscaler["spec"]["minReplicas"] == 2
+    assert autoscaler["spec"]["maxReplicas"] > autoscaler["spec"]["minReplicas"]
+    [metric] = autoscaler["spec"]["metrics"]
+    assert metric["containerResource"]["container"] == GATEWAY
+    assert metric["containerResource"]["name"] == "cpu"
+    assert "cpu" in container(deployment, GATEWAY)["resources"]["requests"], "utilization is of the CPU request"
+    budget = only(objects, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] < autoscaler["spec"]["minReplicas"]
 
 
 def test_grace_period_outlasts_drain_requests_and_span_flush():
-    pod = one("Deployment")["spec"]["template"]
-    [sleep, seconds] = container()["lifecycle"]["preStop"]["exec"]["command"]
+    objects = gateway_objects()
+    deployment = gateway_deployment(objects)
+    [sleep, seconds] = container(deployment, GATEWAY)["lifecycle"]["preStop"]["exec"]["command"]
     assert sleep == "sleep"
-    shutdown = float(env_config()["GATEWAY_SHUTDOWN_TIMEOUT"])
+    shutdown = float(gateway_env(objects)["GATEWAY_SHUTDOWN_TIMEOUT"])
     needed = int(seconds) + 2 * shutdown  # preStop, then requests in flight, then queued spans
-    grace = pod["spec"]["terminationGracePeriodSeconds"]
-    proxy_wait = int(pod["metadata"]["annotations"]["config.alpha.linkerd.io/proxy-wait-before-exit-seconds"])
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    proxy_wait = int(pod_annotations(deployment)["config.alpha.linkerd.io/proxy-wait-before-exit-seconds"])
     assert needed <= proxy_wait < grace
 
 
-def test_pod_is_meshed_in_ingress_mode_and_traced():
-    annotations = one("Deployment")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["linkerd.io/inject"] == "ingress"
-    assert annotations["config.linkerd.io/trace-collector"] == "linkerd-collector.linkerd:55678"
-    assert annotations["config.alpha.linkerd.io/trace-collector-service-account"] == "linkerd-collector"
-    assert one("Namespace")["metadata"]["annotations"]["linkerd.io/inject"] == "enabled"
-    assert env_config()["GATEWAY_ZIPKIN_URL"] == LINKERD_COLLECTOR_SPANS
+def test_every_container_is_unprivileged_read_only_and_bounded():
+    for workload in cluster():
+        spec = pod_spec(workload)
+        for item in spec["containers"] if spec is not None else []:
+            where = f"{workload['metadata']['name']}/{item['name']}"
+            security = item["securityContext"]
+            assert security["runAsNonRoot"] is True, where
+            assert security["runAsUser"] != 0, where
+            assert security["readOnlyRootFilesystem"] is True, where
+            assert security["allowPrivilegeEscalation"] is False, where
+            assert security["capabilities"]["drop"] == ["ALL"], where
+            assert {"cpu", "memory"} <= item["resources"]["requests"].keys(), where
+            assert "memory" in item["resources"]["limits"], where
 
 
-def test_container_is_unprivileged_with_a_read_only_root():
-    security = container()["securityContext"]
-    assert security["runAsNonRoot"] is True
-    assert security["runAsUser"] == dockerfile_user() != 0
-    assert security["readOnlyRootFilesystem"] is True
-    assert security["allowPrivilegeEscalation"] is False
-    assert security["capabilities"]["drop"] == ["ALL"]
-    assert "/tmp" in {mount["mountPath"] for mount in container()["volumeMounts"]}
-    assert container()["resources"]["requests"] and container()["resources"]["limits"]
+# --- the mesh and the collector -------------------------------------------------------------------------------------
 
 
-# --- the image ----------------------------------------------------------------------------------------------------
+def test_the_gateway_and_the_collector_are_meshed():
+    namespace = one(gateway_objects(), "Namespace", GATEWAY)
+    assert namespace["metadata"]["annotations"]["linkerd.io/inject"] == "enabled"
+    assert pod_annotations(gateway_deployment(gateway_objects()))["linkerd.io/inject"] == "enabled"
+    # The proxies send spans over mTLS only: an unmeshed collector receives none ("I don't see any traces").
+    tracing = one(rendered(COLLECTOR), "Namespace", "tracing")
+    assert tracing["metadata"]["annotations"]["linkerd.io/inject"] == "enabled"
+    for workload in [obj for obj in rendered(COLLECTOR) if pod_spec(obj) is not None]:
+        assert workload["spec"]["template"]["metadata"].get("annotations", {}).get("linkerd.io/inject") != "disabled"
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    text = DOCKERFILE.read_text().replace("\\\n", " ")
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+def test_the_gateway_reports_to_the_collectors_zipkin_receiver():
+    url = urlsplit(gateway_env(gateway_objects())["GATEWAY_ZIPKIN_URL"])
+    assert url.scheme == "http"
+    assert url.path == "/api/v2/spans"
+    assert url.hostname is not None
+    _, workload, container_port = resolve(url.hostname, url.port or 80)
+    assert workload["metadata"]["name"] == "otel-collector"
+    assert receiver_ports(collector_config())["zipkin"] == container_port
 
 
-def dockerfile_user() -> int:
-    [user] = [argument for instruction, argument in dockerfile_instructions() if instruction == "USER"]
-    uid = user.split(":")[0]
-    assert uid.isdigit(), "a numeric USER lets Kubernetes' runAsNonRoot check it"
-    return int(uid)
+def test_the_gateways_proxy_reports_to_a_collector_receiver_of_its_protocol():
+    annotations = pod_annotations(gateway_deployment(gateway_objects()))
+    host, _, port = annotations["config.linkerd.io/trace-collector"].rpartition(":")
+    _, workload, container_port = resolve(host, int(port))
+    receiver = PROXY_PROTOCOL_RECEIVERS[annotations["config.linkerd.io/trace-collector-protocol"]]
+    assert receiver_ports(collector_config())[receiver] == container_port
+    # The proxy checks the collector's mTLS identity against this account.
+    account = workload["spec"]["template"]["spec"]["serviceAccountName"]
+    assert annotations["config.alpha.linkerd.io/trace-collector-service-account"] == account
+    assert one(rendered(COLLECTOR), "ServiceAccount", account)
 
 
-def test_dockerfile_entrypoint_is_the_console_script():
-    [entrypoint] = [argument for instruction, argument in dockerfile_instructions() if instruction == "ENTRYPOINT"]
-    assert json.loads(entrypoint) == [CONSOLE_SCRIPT]
-    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts[CONSOLE_SCRIPT] == "gateway.__main__:main"
+def test_the_collector_pipeline_receives_on_its_ports_and_exports_to_jaegers_otlp_port():
+    config = collector_config()
+    [pipeline] = config["service"]["pipelines"].values()
+    assert set(pipeline["receivers"]) == set(config["receivers"])
+    assert set(pipeline["processors"]) <= set(config["processors"])
+    objects = rendered(COLLECTOR)
+    collector = one(objects, "Deployment", "otel-collector")
+    service = one(objects, "Service", "otel-collector")
+    for name, port in receiver_ports(config).items():
+        assert port in {item["containerPort"] for item in container(collector)["ports"]}, name
+        assert port in {service_target(objects, service, item["port"])[1] for item in service["spec"]["ports"]}, name
+    [exporter] = pipeline["exporters"]
+    assert exporter.split("/")[0] == "otlp"
+    host, _, port = config["exporters"][exporter]["endpoint"].rpartition(":")
+    _, jaeger, container_port = resolve(host, int(port))
+    assert jaeger["metadata"]["name"] == "jaeger"
+    assert {item["name"]: item["value"] for item in container(jaeger)["env"]}["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert container_port == 4317, "Jaeger's OTLP gRPC port"
+    health = config["extensions"]["health_check"]["endpoint"].rpartition(":")[2]
+    assert port_number(collector, container(collector)["readinessProbe"]["httpGet"]["port"]) == int(health)
 
 
-def test_dockerfile_builds_the_package_on_python_311_slim_as_a_non_root_user():
-    instructions = dockerfile_instructions()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
-    assert any(
-        instruction == "RUN" and re.search(r"\bpip install \.", argument) for instruction, argument in instructions
-    )
-    assert dockerfile_user() >= 1000
-    for instruction, argument in instructions:
-        if instruction == "COPY":
-            *sources, _ = shlex.split(argument)
-            for source in sources:
-                assert (REPO_ROOT / source).exists(), f"COPY {source}: not in the repository (build from its root)"
-    exposed = {
-        int(port) for instruction, argument in instructions if instruction == "EXPOSE" for port in argument.split()
-    }
-    assert exposed == {port_of("http"), port_of("admin")}
+def test_the_gateway_image_is_the_one_kustomize_sets():
+    objects = gateway_objects()
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    [image] = kustomization["images"]
+    assert container(gateway_deployment(objects), GATEWAY)["image"] == f"{image['name']}:{image['newTag']}"
 
 
-def test_readmes_name_the_files_that_exist():
+def test_the_deploy_readme_covers_every_part_and_says_who_builds_the_images():
     readme = (DEPLOY / "README.md").read_text()
-    for path in [*BASE.glob("*.yaml"), DOCKERFILE]:
-        assert path.name in readme, f"deploy/README.md does not mention {path.name}"
-    assert Path(REPO_ROOT / "loadtest" / "README.md").exists()
+    for directory in sorted({path.parent for path in DEPLOY.rglob("*") if path.is_file()} - {DEPLOY}):
+        assert f"`{directory.relative_to(DEPLOY).as_posix()}/`" in readme, f"deploy/README.md skips {directory}"
+    for name in ("Dockerfile", "requirements.txt", "locust.conf", "gateway.env", "routes.yaml", ".dockerignore"):
+        assert name in readme, f"deploy/README.md does not mention {name}"
+    assert "built and run by your CI" in readme
+    for heading in (
+        "### I don't see any spans for the proxies",
+        "### I don't see any traces",
+        "## Changing the sample rate",
+    ):
+        assert heading in readme
+
+
+def test_a_settings_change_rolls_the_pods_and_a_routes_change_reloads_in_place():
+    objects = gateway_objects()
+    deployment = gateway_deployment(objects)
+    gateway = container(deployment, GATEWAY)
+    # The environment is read once: its ConfigMap's name follows its content, so a change rolls the pods.
+    [env_source] = gateway["envFrom"]
+    assert env_source["configMapRef"]["name"].startswith("ingress-gateway-env-")
+    # The route file is reloaded: the same ConfigMap, mounted as a directory (a subPath mount is never updated).
+    env = gateway_env(objects)
+    directory = env["GATEWAY_ROUTES_FILE"].rsplit("/", 1)[0]
+    [mount] = [mount for mount in gateway["volumeMounts"] if mount["mountPath"] == directory]
+    assert "subPath" not in mount
+    [volume] = [
+        volume for volume in deployment["spec"]["template"]["spec"]["volumes"] if volume["name"] == mount["name"]
+    ]
+    assert volume["configMap"]["name"] == "ingress-gateway-routes"
+    assert float(env["GATEWAY_ROUTES_RELOAD_INTERVAL"]) > 0
