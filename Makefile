@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench loadtest clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || tools/ensure-debian-packages.sh python3-venv
@@ -30,6 +30,11 @@ test: $(STAMP) lint typecheck
 bench: $(STAMP)
 	tools/ensure-debian-packages.sh nginx:nginx wrk:wrk taskset:util-linux
 	$(PY) bench/run.py
+
+# Locust against the demo stack, which it starts and stops; proves every trace whole or absent (loadtest/README.md).
+# More load or locust options: make loadtest LOADTEST_ARGS="-u 50 -t 1m --misbehave voting=drop-spans -- --csv x"
+loadtest: $(STAMP)
+	$(PY) -m loadtest.demo $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis

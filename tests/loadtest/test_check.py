@@ -1,4 +1,5 @@
-"""The checker's I/O: reading a real collector (in a thread), waiting for late spans, records files, the CLI."""
+"""The checker's I/O: reading a real collector (in a thread) or a fake jaeger-query, waiting for late spans, asking
+for every trace, records files, the command line."""
 
 from __future__ import annotations
 
@@ -12,69 +13,42 @@ import httpx
 import pytest
 
 from gateway.devtools.collector.app import create_collector_app
+from loadtest.backends import BackendKind, CheckError
 from loadtest.check import (
     EXIT_BROKEN,
     EXIT_CANNOT_CHECK,
     EXIT_PASSED,
-    CheckError,
     CheckOptions,
     check,
     check_and_report,
-    collector_api,
     expectations_from,
     load_recording,
+    load_route_file,
     main,
-    parse_expectation,
+    rate_policy,
     save_recording,
     wait_until_stable,
 )
-from loadtest.traces import Expectations, Record, Recording, Status
+from loadtest.expectations import DEFAULT_FILE, load_expectations
+from loadtest.traces import Record, Recording, Status
+from tests.loadtest.fake_jaeger import FakeJaeger
+from tests.loadtest.spans import (
+    LEAKED_TRACE,
+    LIST_TRACE,
+    ORPHAN_TRACE,
+    UNSAMPLED_TRACE,
+    list_trace,
+    record,
+    zipkin_span,
+)
 from tests.support import FakeClock, ThreadedServer, free_port
 
-GATEWAY = "ingress-gateway"
-LIST_TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
-UNSAMPLED_TRACE = 0x0AF7651916CD43DD8448EB211C80319C
-LEAKED_TRACE = 0x5B8EFFF798038103D269B633813FC60C
-ORPHAN_TRACE = 0x463AC35C9F6413AD48485A3953BB6124
-ROOT_ID = 0x1
 HOUR = 3600.0
+EXPECT = load_expectations(DEFAULT_FILE)
 
 
-def zipkin_span(
-    trace: int, id: int, parent: int | None, service: str, kind: str, path: str, at: float | None = None
-) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "traceId": f"{trace:032x}",
-        "id": f"{id:016x}",
-        "kind": kind,
-        "name": f"get {path}",
-        "timestamp": int((time.time() if at is None else at) * 1_000_000),
-        "duration": 150,
-        "localEndpoint": {"serviceName": service},
-        "tags": {"http.path": path},
-    }
-    if parent is not None:
-        data["parentId"] = f"{parent:016x}"
-    return data
-
-
-def list_trace(trace: int, at: float | None = None) -> list[dict[str, Any]]:
-    """A whole /api/list trace as the gateway, web and emoji report it."""
-    return [
-        zipkin_span(trace, ROOT_ID, None, GATEWAY, "SERVER", "/api/list", at),
-        zipkin_span(trace, 0x2, ROOT_ID, GATEWAY, "CLIENT", "/api/list", at),
-        zipkin_span(trace, 0x3, 0x2, "web", "SERVER", "/api/list", at),
-        zipkin_span(trace, 0x4, 0x3, "web", "CLIENT", "/list", at),
-        zipkin_span(trace, 0x5, 0x4, "emoji", "SERVER", "/list", at),
-    ]
-
-
-def record(trace: int, sampled: bool = True, endpoint: str = "/api/list") -> Record:
-    return Record(trace, ROOT_ID, sampled, endpoint, time.time() - 1.0)
-
-
-def fast(collector: str, **overrides: Any) -> CheckOptions:
-    return CheckOptions(collector=collector, **{"settle": 0.3, "timeout": 10.0, **overrides})
+def fast(url: str, **overrides: Any) -> CheckOptions:
+    return CheckOptions(backend_url=url, expectations=EXPECT, **{"settle": 0.3, "timeout": 10.0, **overrides})
 
 
 class Collector:
@@ -89,6 +63,12 @@ class Collector:
 def collector() -> Iterator[Collector]:
     with ThreadedServer(create_collector_app()) as server:
         yield Collector(server)
+
+
+@pytest.fixture
+def jaeger(collector: Collector) -> Iterator[str]:
+    with ThreadedServer(FakeJaeger(collector.url).app) as server:
+        yield server.url
 
 
 # --- against the real collector ---------------------------------------------------------------------------------
@@ -111,12 +91,27 @@ def test_check_judges_every_announced_trace_and_finds_orphans(collector):
     }
 
 
-def test_check_passes_a_run_whose_traces_are_whole(collector):
+def test_check_passes_a_run_whose_traces_are_whole(collector, tmp_path):
     collector.post(list_trace(LIST_TRACE))
     recording = Recording((record(LIST_TRACE), record(UNSAMPLED_TRACE, sampled=False)), stopped=time.time())
     lines: list[str] = []
-    assert check_and_report(recording, fast(collector.url), out=lines.append) == EXIT_PASSED
+    report_path = tmp_path / "report.json"
+    status, report = check_and_report(recording, fast(collector.url), report_path, out=lines.append)
+    assert status == EXIT_PASSED
+    assert report is not None and report.passed
     assert lines[0].splitlines()[0] == "Trace check: PASSED"
+    assert json.loads(report_path.read_text())["counts"]["complete"] == 1
+
+
+def test_check_asks_for_forged_trace_ids_and_fails_on_one_the_backend_holds(collector):
+    forged_seen, forged_unseen = 0x1111, 0x2222
+    collector.post(list_trace(LIST_TRACE))
+    # Outside the window: found only because the check asks for every forged id.
+    collector.post(list_trace(forged_seen, at=time.time() - HOUR))
+    recording = Recording((record(LIST_TRACE, hostile=True),), stopped=time.time(), forged=(forged_seen, forged_unseen))
+    report = check(recording, fast(collector.url))
+    assert report.forged_seen == (forged_seen,)
+    assert not report.passed
 
 
 def test_check_waits_for_spans_that_arrive_late(collector):
@@ -170,84 +165,65 @@ def test_check_of_an_empty_recording_asks_nothing_and_fails():
     assert report.problems == ("no response announced a trace: nothing was checked",)
 
 
-def test_check_cannot_run_without_a_collector():
+def test_check_cannot_run_without_a_backend(tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
     lines: list[str] = []
-    status = check_and_report(Recording((record(LIST_TRACE),)), fast(url), out=lines.append)
-    assert status == EXIT_CANNOT_CHECK
+    report_path = tmp_path / "report.json"
+    status, report = check_and_report(Recording((record(LIST_TRACE),)), fast(url), report_path, out=lines.append)
+    assert (status, report) == (EXIT_CANNOT_CHECK, None)
     [line] = lines
     assert line.startswith(f"Trace check: could not run: GET {url}/api/v2/traces: ConnectError")
+    assert json.loads(report_path.read_text())["passed"] is False
 
 
-# --- against a stand-in for other collectors -----------------------------------------------------------------------
+def test_check_holds_the_sampled_fraction_to_the_configured_rate(collector):
+    traces = range(1, 21)
+    for trace in traces:
+        collector.post(list_trace(trace))
+    recording = Recording(tuple(record(trace) for trace in traces), stopped=time.time())
+    assert check(recording, fast(collector.url, rates=rate_policy(1.0, None, None, 4.0))).passed
+    report = check(recording, fast(collector.url, rates=rate_policy(0.3, None, None, 4.0)))
+    assert report.broken == () and not report.rate_ok
 
 
-def test_check_falls_back_to_one_get_per_trace_without_trace_many():
-    stored = {f"{LIST_TRACE:032x}": list_trace(LIST_TRACE), f"{LEAKED_TRACE:032x}": list_trace(LEAKED_TRACE)[2:]}
-    asked: list[str] = []
+# --- against jaeger-query -------------------------------------------------------------------------------------------
 
-    def zipkin_without_trace_many(request: httpx.Request) -> httpx.Response:
-        asked.append(request.url.path)
-        if request.url.path == "/api/v2/traces":
-            return httpx.Response(200, json=[])
-        trace = request.url.path.removeprefix("/api/v2/trace/")
-        if trace in stored:
-            return httpx.Response(200, json=stored[trace])
-        return httpx.Response(404, text="not found")
 
+def test_check_reads_jaeger_as_it_reads_zipkin(collector, jaeger):
+    collector.post(list_trace(LIST_TRACE))
+    collector.post(list_trace(LEAKED_TRACE)[2:])
+    collector.post([zipkin_span(ORPHAN_TRACE, 0x9, None, "emoji", "SERVER", "/list")])
+    partial = 0x77
+    collector.post(list_trace(partial)[:4])
     recording = Recording(
-        (record(LIST_TRACE), record(LEAKED_TRACE, sampled=False), record(UNSAMPLED_TRACE, sampled=False))
+        (
+            record(LIST_TRACE),
+            record(UNSAMPLED_TRACE, sampled=False),
+            record(LEAKED_TRACE, sampled=False),
+            record(partial),
+        ),
+        stopped=time.time(),
     )
-    with httpx.Client(transport=httpx.MockTransport(zipkin_without_trace_many)) as http:
-        report = check(recording, fast("http://zipkin.test:9411", settle=0.0), http=http)
-    assert report.counts == {Status.COMPLETE: 1, Status.LEAKED: 1, Status.UNSAMPLED: 1}
-    assert asked.count("/api/v2/traceMany") == 1
-    assert sorted(path for path in asked if path.startswith("/api/v2/trace/")) == sorted(
-        f"/api/v2/trace/{trace:032x}" for trace in (LIST_TRACE, LEAKED_TRACE, UNSAMPLED_TRACE)
+    zipkin = check(recording, fast(collector.url))
+    jaeger_report = check(recording, fast(jaeger, backend=BackendKind.JAEGER))
+    assert (
+        jaeger_report.counts
+        == zipkin.counts
+        == {
+            Status.COMPLETE: 1,
+            Status.UNSAMPLED: 1,
+            Status.LEAKED: 1,
+            Status.PARTIAL: 1,
+            Status.ORPHAN: 1,
+        }
     )
+    assert [(v.trace_id, v.problems) for v in jaeger_report.broken] == [(v.trace_id, v.problems) for v in zipkin.broken]
 
 
-@pytest.mark.parametrize(
-    ("status", "body", "message"),
-    [
-        (200, "<html>", "answered something other than JSON"),
-        (200, '{"traces": []}', "answered something other than a list of traces"),
-        (200, "[[{}]]", "not a Zipkin v2 span"),
-        (503, "try   later", "answered 503: try later"),
-    ],
-)
-def test_check_stops_on_answers_that_are_not_zipkin(status, body, message):
-    def broken(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, text=body)
-
-    with httpx.Client(transport=httpx.MockTransport(broken)) as http, pytest.raises(CheckError, match=message):
-        check(Recording((record(LIST_TRACE),)), fast("http://zipkin.test:9411"), http=http)
+# --- waiting until the backend is quiet ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "given",
-    [
-        "http://collector:9411",
-        "http://collector:9411/",
-        "http://collector:9411/api/v2",
-        "http://collector:9411/api/v2/spans",
-        " http://collector:9411/api/v2/spans/ ",
-    ],
-)
-def test_collector_api_accepts_base_api_or_span_endpoint(given):
-    assert collector_api(given) == "http://collector:9411/api/v2"
-
-
-@pytest.mark.parametrize("given", ["collector:9411", "ftp://collector", "http://", ""])
-def test_collector_api_refuses_what_is_not_an_http_url(given):
-    with pytest.raises(CheckError, match="must be an http"):
-        collector_api(given)
-
-
-# --- waiting until the collector is quiet ----------------------------------------------------------------------------
-
-
-def probing(values: list[int], clock: FakeClock) -> Any:
+def probing(values: list[int]) -> Any:
     calls = iter(values)
     return lambda: next(calls)
 
@@ -256,7 +232,7 @@ def test_wait_until_stable_returns_once_nothing_changed_for_settle_seconds():
     clock = FakeClock()
     values = [1, 2, 3, 3, 3, 3, 3, 3, 3, 3]
     value, settled = wait_until_stable(
-        probing(values, clock), lambda v: v, 1.0, 30.0, clock=clock, sleep=clock.advance, interval=0.25
+        probing(values), lambda v: v, 1.0, 30.0, clock=clock, sleep=clock.advance, interval=0.25
     )
     assert (value, settled) == (3, True)
     # The last change was seen at t=0.5; quiet from then on for 1.0s.
@@ -266,7 +242,7 @@ def test_wait_until_stable_returns_once_nothing_changed_for_settle_seconds():
 def test_wait_until_stable_gives_up_at_the_timeout_with_the_last_value():
     clock = FakeClock()
     value, settled = wait_until_stable(
-        probing(list(range(100)), clock), lambda v: v, 1.0, 2.0, clock=clock, sleep=clock.advance, interval=0.25
+        probing(list(range(100))), lambda v: v, 1.0, 2.0, clock=clock, sleep=clock.advance, interval=0.25
     )
     assert (value, settled) == (8, False)
     assert clock.now == pytest.approx(1000.0 + 2.0)
@@ -274,7 +250,7 @@ def test_wait_until_stable_gives_up_at_the_timeout_with_the_last_value():
 
 def test_wait_until_stable_with_no_settle_time_probes_once():
     clock = FakeClock()
-    assert wait_until_stable(probing([7], clock), lambda v: v, 0.0, 5.0, clock=clock, sleep=clock.advance) == (7, True)
+    assert wait_until_stable(probing([7]), lambda v: v, 0.0, 5.0, clock=clock, sleep=clock.advance) == (7, True)
 
 
 # --- records files and the command line ------------------------------------------------------------------------------
@@ -282,16 +258,24 @@ def test_wait_until_stable_with_no_settle_time_probes_once():
 
 def test_records_file_round_trips(tmp_path):
     recording = Recording(
-        (Record(LIST_TRACE, 0x2, True, "/api/list", 1.5), Record(0xA3CE929D0E0E4736, 0x3, False, "/api/vote", 2.5)),
+        (
+            Record(LIST_TRACE, 0x2, True, "/api/list", 1.5),
+            Record(0xA3CE929D0E0E4736, 0x3, False, "/api/vote", 2.5, hostile=True),
+        ),
         dropped=1,
         without_traceresponse=2,
         unanswered=3,
         stopped=9.5,
+        forged=(0xF1, LIST_TRACE),
+        forged_sent=4,
     )
     path = tmp_path / "records.json"
-    save_recording(path, recording)
-    assert load_recording(path) == recording
+    save_recording(path, recording, "http://127.0.0.1:8080")
+    assert load_recording(path) == (recording, "http://127.0.0.1:8080")
     assert list(tmp_path.iterdir()) == [path]
+
+
+GOOD_HEADER = '"format": 2, "stopped": null, "dropped": 0, "without_traceresponse": 0, "unanswered": 0'
 
 
 @pytest.mark.parametrize(
@@ -299,16 +283,14 @@ def test_records_file_round_trips(tmp_path):
     [
         (None, "cannot read records"),
         ("{", "cannot read records"),
-        ('{"format": 99}', "not a records file of format 1"),
-        ('{"format": 1, "records": []}', "malformed records file: KeyError"),
+        ('{"format": 1}', "not a records file of format 2"),
+        ('{"format": 2, "records": []}', "malformed records file: KeyError"),
         (
-            '{"format": 1, "stopped": null, "dropped": 0, "without_traceresponse": 0, "unanswered": 0,'
-            ' "records": [["xyz", "1", true, "/", 1.0]]}',
+            "{" + GOOD_HEADER + ', "forged_sent": 0, "forged": [], "records": [["xyz", "1", true, "/", 1.0, false]]}',
             "malformed records file: ValueError",
         ),
         (
-            '{"format": 1, "stopped": null, "dropped": 0, "without_traceresponse": 0, "unanswered": 0,'
-            ' "records": [["1", "1", "yes", "/", 1.0]]}',
+            "{" + GOOD_HEADER + ', "forged_sent": 0, "forged": [], "records": [["1", "1", "yes", "/", 1.0, false]]}',
             "malformed records file: ValueError",
         ),
     ],
@@ -326,9 +308,11 @@ def test_main_checks_the_records_of_several_files_and_writes_a_report(collector,
     first, second, report = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "report.json"
     save_recording(first, Recording((record(LIST_TRACE),), stopped=time.time()))
     save_recording(second, Recording((record(UNSAMPLED_TRACE, sampled=False),), stopped=time.time()))
-    argv = ["--collector", collector.url, "--records", str(first), "--records", str(second), "--settle", "0.2"]
-    assert main([*argv, "--report", str(report)]) == EXIT_PASSED
-    assert capsys.readouterr().out.startswith("Trace check: PASSED\n  responses        2  (1 sampled, 50.0%)")
+    argv = ["--backend-url", collector.url, "--records", str(first), "--records", str(second), "--settle", "0.2"]
+    assert main([*argv, "--report", str(report), "--rate", "0.5"]) == EXIT_PASSED
+    out = capsys.readouterr().out
+    assert out.startswith("Trace check: PASSED\n  responses        2  (1 sampled, 50.0%, from 2 workers)")
+    assert "ok  all requests: 1 of 2 sampled (50.0%), expected 50.0%" in out
     assert json.loads(report.read_text())["counts"]["complete"] == 1
 
 
@@ -336,10 +320,24 @@ def test_main_fails_a_broken_trace_unless_told_what_to_expect(collector, tmp_pat
     collector.post(list_trace(LIST_TRACE)[:4])  # emoji's span never came
     records = tmp_path / "records.json"
     save_recording(records, Recording((record(LIST_TRACE),), stopped=time.time()))
-    argv = ["--collector", collector.url, "--records", str(records), "--settle", "0.2"]
+    argv = ["--backend-url", collector.url, "--records", str(records), "--settle", "0.2"]
     assert main(argv) == EXIT_BROKEN
-    assert "1 x partial: no span from emoji" in capsys.readouterr().out
-    assert main([*argv, "--expect", "/api/list=web"]) == EXIT_PASSED
+    assert f"partial  {LIST_TRACE:032x} /api/list: missing emoji SERVER" in capsys.readouterr().out
+    expectations = tmp_path / "expect.yaml"
+    expectations.write_text("endpoints:\n  /api/list: [gateway SERVER, gateway CLIENT, web SERVER, web CLIENT]\n")
+    assert main([*argv, "--expectations", str(expectations)]) == EXIT_PASSED
+
+
+def test_main_holds_each_route_to_its_rate_with_the_gateways_route_file(collector, tmp_path, capsys):
+    for trace in (1, 2):
+        collector.post(list_trace(trace))
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - {name: lists, path_prefix: /api/list, upstream: 'http://web', sample_rate: 1.0}\n")
+    records = tmp_path / "records.json"
+    save_recording(records, Recording((record(1), record(2), record(3, sampled=False)), stopped=time.time()), None)
+    argv = ["--backend-url", collector.url, "--records", str(records), "--settle", "0.2", "--routes-file", str(routes)]
+    assert main(argv) == EXIT_BROKEN
+    assert "BAD lists: 2 of 3 sampled (66.7%), expected 100.0%" in capsys.readouterr().out
 
 
 def test_main_cannot_run_on_a_missing_records_file(tmp_path, capsys):
@@ -348,28 +346,47 @@ def test_main_cannot_run_on_a_missing_records_file(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"Trace check: could not run: {missing}: cannot read records")
 
 
-@pytest.mark.parametrize("argv", [[], ["--records", "x", "--settle", "-1"], ["--records", "x", "--expect", "list"]])
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--expectations", "cannot read expectations"),
+        ("--routes-file", "cannot read route file"),
+    ],
+)
+def test_main_cannot_run_with_a_file_it_cannot_read(tmp_path, capsys, option, message):
+    records = tmp_path / "records.json"
+    save_recording(records, Recording((record(LIST_TRACE),)))
+    assert main(["--records", str(records), option, str(tmp_path / "nothing.yaml")]) == EXIT_CANNOT_CHECK
+    assert message in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--records", "x", "--settle", "-1"],
+        ["--records", "x", "--rate", "1.5"],
+        ["--records", "x", "--backend", "tempo"],
+        ["--records", "x", "--concurrency", "0"],
+        ["--records", "x", "--rate-sigmas", "0"],
+    ],
+)
 def test_main_refuses_bad_arguments(argv):
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2
 
 
-def test_parse_expectation():
-    assert parse_expectation("/api/vote=web, Emoji,voting") == ("/api/vote", frozenset({"web", "emoji", "voting"}))
-    assert parse_expectation("/health=") == ("/health", frozenset())
-    for bad in ("/api/vote", "api=web"):
-        with pytest.raises(ValueError, match="ENDPOINT=SERVICE"):
-            parse_expectation(bad)
+def test_loaders_name_the_file_they_cannot_use(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routes: nope\n")
+    with pytest.raises(CheckError, match=f"{bad}.*routes: must be a list"):
+        load_route_file(bad)
+    with pytest.raises(CheckError, match=f"{bad}: unknown top-level key 'routes'"):
+        expectations_from(bad, None)
 
 
-def test_expectations_from_overrides_one_endpoint_and_keeps_the_others():
-    expectations = expectations_from("edge", [("/api/list", frozenset({"web"}))])
-    assert expectations.services_for("/api/list") == {"edge", "web"}
-    assert expectations.services_for("/api/vote") == Expectations("edge").services_for("/api/vote")
-
-
-def test_check_options_default_to_the_local_collector():
-    assert CheckOptions().collector == "http://127.0.0.1:9411"
-    assert isinstance(CheckOptions().expectations, Expectations)
-    assert Path(__file__).parent.name == "loadtest"
+def test_check_options_default_to_the_local_zipkin_and_the_demo_expectations():
+    options = CheckOptions()
+    assert (options.backend, options.backend_url) == (BackendKind.ZIPKIN, "http://127.0.0.1:9411")
+    assert Path(DEFAULT_FILE).name == "expectations.yaml"
