@@ -62,6 +62,7 @@ def serve(settings: Settings) -> int:
 def _serve(settings: Settings) -> int:
     import uvicorn
 
+    from gateway.client_guard import PROTOCOL, raise_open_file_limit
     from gateway.logs import logging_config
 
     log_config = logging_config(settings.log_level)
@@ -70,6 +71,7 @@ def _serve(settings: Settings) -> int:
     if problem is not None:
         print(f"GATEWAY_ROUTES_FILE: {problem}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
+    logger.info("open files limit %d", raise_open_file_limit())
 
     # uvicorn re-raises the signal that stopped it once it has shut down, and its default action would kill the
     # process with that signal: a graceful stop on SIGTERM or Ctrl-C should exit 0 instead.
@@ -79,7 +81,9 @@ def _serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # httptools, with a bounded request head and deadlines for slow clients (gateway/client_guard.py).
+        http=PROTOCOL,
+        timeout_keep_alive=settings.client_keepalive_timeout,
         ws="none",
         lifespan="on",
         # The client address must be the peer's: X-Forwarded-For from the internet must not make it trusted.
@@ -104,10 +108,11 @@ def _serve_workers(settings: Settings, options: dict[str, Any]) -> int:
     """As `uvicorn.run(..., workers=N)`, with a supervisor that passes SIGHUP on to the workers."""
     import uvicorn
     from prometheus_client import CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from gateway.worker_metrics import LiveWorkersCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    LiveWorkersCollector(registry)
     # uvicorn runs several workers only from an import string; each worker's factory reads Settings() itself.
     config = uvicorn.Config("gateway.__main__:create_worker_app", factory=True, workers=settings.workers, **options)
     supervisor = _Supervisor(config, sockets=[config.bind_socket()])
@@ -122,9 +127,11 @@ def _serve_workers(settings: Settings, options: dict[str, Any]) -> int:
 def create_worker_app(settings: Settings | None = None) -> Gateway:
     """The app of one worker process, with everything loaded so far kept out of the garbage collector's way."""
     from gateway.app import create_app
+    from gateway.client_guard import configure
 
     state_dir = os.environ.get(STATE_DIR_ENV)
     app = create_app(settings, handle_sighup=True, state_dir=Path(state_dir) if state_dir else None)
+    configure(app.settings, app.metrics)
     # Every import and the app itself live as long as the process. Frozen, they are not traversed by each full
     # collection, which otherwise stalls the event loop for milliseconds and shows in the p99 latency.
     gc.collect()

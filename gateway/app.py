@@ -160,6 +160,7 @@ class Gateway:
             self._local,
             self.metrics,
             max_queue_spans=settings.reporter_queue_size,
+            max_queue_bytes=settings.reporter_queue_bytes,
             batch_spans=settings.reporter_batch_size,
             flush_interval=settings.reporter_flush_interval,
             max_attempts=settings.reporter_max_attempts,

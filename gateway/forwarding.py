@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from gateway.propagation import is_trace_header
 
@@ -42,6 +44,37 @@ _REWRITTEN = frozenset({HOST, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PRO
 # gateway writes Host itself; the client's X-Forwarded-* are replaced anyway, so naming them strips nothing the
 # gateway adds. Skipping these also spares the common 'Connection: keep-alive' a second pass.
 _IGNORED_OPTIONS = HOP_BY_HOP | {b"", b"close", CONTENT_LENGTH, HOST}
+
+
+_PROXIED_SCHEMES = frozenset({b"http", b"https"})
+_DOT_SEGMENTS = frozenset({b".", b".."})
+# Some upstreams (IIS, and frameworks on Windows) take a backslash for a slash.
+_SEGMENT_SEPARATOR = re.compile(rb"[/\\]")
+
+
+def request_target_problem(target: bytes) -> str | None:
+    """Why the gateway will not proxy this request-target (as sent on the request line), or None.
+
+    Origin-form ("/path?query") and absolute-form ("http://host/path") are proxied; the asterisk-form of "OPTIONS *"
+    and the authority-form of CONNECT are not. A path with a dot-segment ("/api/../admin", percent-encoded as
+    "%2e%2e" or with a backslash) is refused: the gateway routes on the path as sent and the upstream resolves it,
+    so "/public/../internal" would reach a path that no route exposes (RFC 3986 5.2.4; RFC 9110 4.2.3 leaves the
+    normalization to the origin).
+    """
+    if target[:1] == b"/":
+        path = target
+    else:
+        scheme, separator, rest = target.partition(b"://")
+        if not separator or scheme.lower() not in _PROXIED_SCHEMES:
+            return "only origin-form and absolute-form request targets are proxied"
+        slash = rest.find(b"/")
+        path = rest[slash:] if slash >= 0 else b""
+    path = path.partition(b"?")[0].partition(b"#")[0]
+    if b"." not in path and b"%" not in path:
+        return None
+    if any(segment in _DOT_SEGMENTS for segment in _SEGMENT_SEPARATOR.split(unquote_to_bytes(path))):
+        return "dot-segments ('.' or '..') in the request path"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

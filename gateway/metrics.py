@@ -12,6 +12,15 @@ from gateway.propagation import INVALID_REASONS
 
 SPAN_DROP_REASONS = ("queue_full", "rejected", "retries_exhausted", "shutdown", "encode_error")
 UPSTREAM_ERROR_KINDS = ("timeout", "unreachable", "protocol", "client_disconnected", "no_route")
+# Requests the gateway refused or cut off because of what the client sent, or did not send (gateway/client_guard.py).
+CLIENT_ERROR_KINDS = (
+    "invalid_request",
+    "bad_target",
+    "header_too_large",
+    "header_timeout",
+    "body_timeout",
+    "send_timeout",
+)
 IGNORED_HEADER_REASONS = ("untrusted", *INVALID_REASONS)
 ROUTE_RELOAD_OUTCOMES = ("ok", "unchanged", "rejected")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -59,6 +68,24 @@ class Metrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
+        self.span_queue_bytes = Gauge(
+            "gateway_span_queue_bytes",
+            "Estimated memory held by queued or reserved spans, in bytes.",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.client_errors = Counter(
+            "gateway_client_errors",
+            "Requests refused or cut off because of the client, by kind.",
+            ["kind"],
+            registry=reg,
+        )
+        self.client_connections = Gauge(
+            "gateway_client_connections", "Open client connections.", registry=reg, multiprocess_mode="livesum"
+        )
+        self.event_loop_tasks = Gauge(
+            "gateway_event_loop_tasks", "asyncio tasks alive in the workers.", registry=reg, multiprocess_mode="livesum"
+        )
         self.sampling_suspended = Gauge(
             "gateway_sampling_suspended",
             "1 while new traces are not sampled because the span queue is full.",
@@ -88,6 +115,8 @@ class Metrics:
             self.spans_dropped.labels(reason)
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(kind)
+        for kind in CLIENT_ERROR_KINDS:
+            self.client_errors.labels(kind)
         for outcome in ("ok", "retried", "failed"):
             self.span_batches.labels(outcome)
         for decision in ("sampled", "not_sampled"):

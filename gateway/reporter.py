@@ -1,7 +1,10 @@
-"""Span export: a bounded queue, batches, retries, a flush on shutdown. Never in a request's way.
+"""Span export: a queue bounded in spans and bytes, batches, retries, a flush on shutdown. Never in a request's way.
 
 Modelled on OpenTelemetry's BatchProcessor, with one change: a trace's spans are queued together or not at all, and
 room is reserved when a new trace is sampled, so that a full queue stops sampling instead of dropping half traces.
+A batch the collector cannot take now (down, refusing, slow, 5xx, a reset connection) is retried with exponential
+backoff while the spans behind it wait in the queue: an outage fills the queue and suspends sampling, and the traces
+already sampled are delivered, whole, once the collector is back.
 """
 
 from __future__ import annotations
@@ -30,8 +33,18 @@ GZIP_SLICE_BYTES = 32 * 1024
 # Spans repeat names, endpoints and tags: level 1 already shrinks a batch about ten times, at half level 5's CPU.
 _GZIP_LEVEL = 1
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer, as Content-Encoding: gzip needs
-_BACKOFF_FIRST = 0.1
-_BACKOFF_MAX = 5.0
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
+# An exchange's memory besides its path, name and host (tracemalloc: about 500 bytes for the object, its ints, floats
+# and short strings, plus the client address string and the deque slot).
+EXCHANGE_BYTES = 640
+# Room held for a sampled request in flight, until its exchange arrives with its real size.
+RESERVED_BYTES = 1024
+# Longer paths, names and hosts are cut in the spans: a client's 60 KiB URL must not cost 60 KiB per queued exchange,
+# and a tag that long is of no use in a trace view anyway.
+MAX_TEXT_CHARS = 4096
+TRUNCATED_MARK = "\u2026"
+_RETRYABLE_STATUSES = frozenset({408, 429})
 # The reporter's own requests must not start traces in a meshed collector: a B3 "deny" decision.
 _SPAN_POST_HEADERS = {"content-type": "application/json", "content-encoding": "gzip", "b3": "0"}
 
@@ -39,11 +52,11 @@ logger = logging.getLogger("gateway.reporter")
 
 
 class RetryableError(Exception):
-    """The collector may accept the same batch later (5xx, 429, connection errors)."""
+    """The collector may accept the same batch later (5xx, 408, 429, connection errors, timeouts)."""
 
 
 class RejectedError(Exception):
-    """The collector refused the batch (4xx): sending it again would not help."""
+    """The collector refused the batch (any other 4xx, or a redirect): sending it again would not help."""
 
 
 class SpanSender(Protocol):
@@ -65,10 +78,16 @@ class HttpSpanSender:
             response = await self._client.post(self._url, content=body)
         except httpx.TransportError as exc:
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
-        if response.status_code == 429 or response.status_code >= 500:
-            raise RetryableError(f"collector answered {response.status_code}")
-        if response.status_code >= 400:
-            raise RejectedError(f"collector answered {response.status_code}: {response.text[:200]}")
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if status in _RETRYABLE_STATUSES or status >= 500:
+            raise RetryableError(f"collector answered {status}")
+        if 300 <= status < 400:
+            # Redirects are not followed: a 3xx taken for success would count spans reported that went nowhere.
+            location = response.headers.get("location", "")
+            raise RejectedError(f"collector answered {status} to {location!r}: GATEWAY_ZIPKIN_URL should be the target")
+        raise RejectedError(f"collector answered {status}: {response.text[:200]}")
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -111,45 +130,71 @@ class Reporter:
         batch_spans: int,
         flush_interval: float,
         max_attempts: int,
+        max_queue_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self._sender = sender
         self._local = local_endpoint
         self._metrics = metrics
         self._max_spans = max_queue_spans
+        self._max_bytes = max_queue_bytes
         self._batch_exchanges = max(1, batch_spans // SPANS_PER_EXCHANGE)
         self._flush_interval = flush_interval
         self._max_attempts = max_attempts
         self._queue: deque[Exchange] = deque()
         self._reserved = 0
         self._in_flight = 0
+        # Estimated bytes of the exchanges queued or in flight, plus RESERVED_BYTES per reservation.
+        self._bytes = 0
+        self._in_flight_bytes = 0
         self._wake = asyncio.Event()
         self._stopping = False
+        self._closed = False
         self._task: asyncio.Task[None] | None = None
         self._suspended = False
         self._full_log = RateLimitedLog(logger)
+        self._retry_log = RateLimitedLog(logger)
         self._dropped_queue_full = metrics.spans_dropped.labels("queue_full")
+        self._dropped_shutdown = metrics.spans_dropped.labels("shutdown")
         self._queue_depth = metrics.span_queue_depth
+        self._queue_bytes = metrics.span_queue_bytes
 
     def reserve(self) -> bool:
         """Holds room for one sampled exchange's spans; False (and sampling suspended) when there is none."""
-        if self._used() + SPANS_PER_EXCHANGE > self._max_spans or self._stopping:
+        if (
+            self._used() + SPANS_PER_EXCHANGE > self._max_spans
+            or self._bytes + RESERVED_BYTES > self._max_bytes
+            or self._stopping
+        ):
             self._set_suspended(True)
             self._full_log.warning("span queue full: new traces are not sampled until the collector catches up")
             return False
         self._reserved += SPANS_PER_EXCHANGE
+        self._bytes += RESERVED_BYTES
         self._queue_depth.set(self._used())
         if self._suspended:
             self._set_suspended(False)
         return True
 
     def submit(self, exchange: Exchange, reserved: bool) -> None:
-        """Queues one exchange's spans, in the room reserved for them, or drops both if there is none."""
+        """Queues one exchange's spans, in the room reserved for them, or drops both if there is none.
+
+        A reserved exchange is queued even a little past the byte bound (its size is known only now), unless the
+        reporter has stopped: then its spans are counted as lost to the shutdown.
+        """
+        size = exchange_bytes(exchange)
         if reserved:
             self._reserved -= SPANS_PER_EXCHANGE
-        elif self._used() + SPANS_PER_EXCHANGE > self._max_spans:
+            if self._closed:
+                self._dropped_shutdown.inc(SPANS_PER_EXCHANGE)
+                return
+            self._bytes += size - RESERVED_BYTES
+        elif (
+            self._closed or self._used() + SPANS_PER_EXCHANGE > self._max_spans or self._bytes + size > self._max_bytes
+        ):
             self._dropped_queue_full.inc(SPANS_PER_EXCHANGE)
             return
         else:
+            self._bytes += size
             self._queue_depth.set(self._used() + SPANS_PER_EXCHANGE)
         self._queue.append(exchange)
         if len(self._queue) >= self._batch_exchanges:
@@ -162,19 +207,35 @@ class Reporter:
         """Sends everything queued, giving up (and counting the loss) after `deadline` seconds."""
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), deadline)
-            except TimeoutError:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + deadline
+        # Requests cancelled at the end of a graceful shutdown submit their exchanges from `finally` blocks that run
+        # only once this task yields: let them, and drain again whatever arrived after the reporter's loop ended.
+        await asyncio.sleep(0)
+        try:
+            while self._task is not None:
+                await asyncio.wait_for(asyncio.shield(self._task), max(0.0, give_up_at - loop.time()))
+                self._task = asyncio.create_task(self._run(), name="span-reporter") if self._queue else None
+        except TimeoutError:
+            if self._task is not None:
                 self._task.cancel()
-                lost = len(self._queue) * SPANS_PER_EXCHANGE + self._in_flight
-                self._metrics.spans_dropped.labels("shutdown").inc(lost)
-                logger.error("shutdown deadline reached: %d spans not reported", lost)
-                self._queue.clear()
+        lost = len(self._queue) * SPANS_PER_EXCHANGE + self._in_flight
+        if lost:
+            self._dropped_shutdown.inc(lost)
+            logger.error("shutdown deadline reached: %d spans not reported", lost)
+            self._queue.clear()
+            self._in_flight = 0
+        self._closed = True
+        self._bytes = self._in_flight_bytes = 0
+        self._update_gauges()
         await self._sender.aclose()
 
     def queue_depth(self) -> int:
         return self._used()
+
+    def queue_bytes(self) -> int:
+        """Estimated bytes held by queued and in-flight exchanges, and by reservations."""
+        return self._bytes
 
     def _set_suspended(self, suspended: bool) -> None:
         if suspended != self._suspended:
@@ -184,12 +245,16 @@ class Reporter:
     def _used(self) -> int:
         return len(self._queue) * SPANS_PER_EXCHANGE + self._reserved + self._in_flight
 
+    def _update_gauges(self) -> None:
+        self._queue_depth.set(self._used())
+        self._queue_bytes.set(self._bytes)
+
     async def _run(self) -> None:
         # A full batch goes at once; a partial one only after a flush interval with no full batch. Sending whatever
         # queued while the last POST was in flight made batches of a few dozen spans, and each POST costs as much
         # as encoding hundreds of spans.
         while True:
-            self._queue_depth.set(self._used())
+            self._update_gauges()
             if len(self._queue) >= self._batch_exchanges or (self._stopping and self._queue):
                 await self._export(self._take_batch())
                 continue
@@ -206,7 +271,9 @@ class Reporter:
         count = min(len(self._queue), self._batch_exchanges)
         batch = [self._queue.popleft() for _ in range(count)]
         self._in_flight = count * SPANS_PER_EXCHANGE
-        self._queue_depth.set(self._used())
+        # Recomputed rather than stored with each exchange: its texts were already cut when it was submitted.
+        self._in_flight_bytes = sum(exchange_bytes(exchange) for exchange in batch)
+        self._update_gauges()
         return batch
 
     async def _export(self, batch: Sequence[Exchange]) -> None:
@@ -220,7 +287,9 @@ class Reporter:
             self._metrics.spans_dropped.labels("encode_error").inc(spans)
         finally:
             self._in_flight = 0
-            self._queue_depth.set(self._used())
+            self._bytes -= self._in_flight_bytes
+            self._in_flight_bytes = 0
+            self._update_gauges()
 
     async def _payloads(self, batch: Sequence[Exchange]) -> list[_Payload]:
         spans: list[SpanJSON] = []
@@ -231,7 +300,7 @@ class Reporter:
         return _split_by_size(spans)
 
     async def _send_with_retries(self, payload: bytes, span_count: int) -> None:
-        delay = _BACKOFF_FIRST
+        delay = BACKOFF_FIRST
         for attempt in range(1, self._max_attempts + 1):
             try:
                 await self._sender.send(payload)
@@ -247,12 +316,30 @@ class Reporter:
                     self._metrics.spans_dropped.labels("retries_exhausted").inc(span_count)
                     return
                 self._metrics.span_batches.labels("retried").inc()
+                if attempt == 1:
+                    self._retry_log.warning(f"collector unavailable, retrying span batches with backoff: {exc}")
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, _BACKOFF_MAX)
+                delay = min(delay * 2, BACKOFF_MAX)
                 continue
             self._metrics.span_batches.labels("ok").inc()
             self._metrics.spans_reported.inc(span_count)
             return
+
+
+def exchange_bytes(exchange: Exchange) -> int:
+    """The memory an exchange holds, estimated; first cuts a path, name or host longer than MAX_TEXT_CHARS."""
+    path, name, host = exchange.path, exchange.name, exchange.host
+    if len(path) > MAX_TEXT_CHARS:
+        exchange.path = path = _truncated(path)
+    if len(name) > MAX_TEXT_CHARS:
+        exchange.name = name = _truncated(name)
+    if len(host) > MAX_TEXT_CHARS:
+        exchange.host = host = _truncated(host)
+    return EXCHANGE_BYTES + len(path) + len(name) + len(host)
+
+
+def _truncated(text: str) -> str:
+    return text[: MAX_TEXT_CHARS - len(TRUNCATED_MARK)] + TRUNCATED_MARK
 
 
 class _Payload:

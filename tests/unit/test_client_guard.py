@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from gateway.client_guard import ClientLimits, raise_open_file_limit
+from gateway.settings import Settings
+
+
+def test_limits_come_from_the_settings() -> None:
+    settings = Settings(
+        upstream_url="http://web-svc:80",
+        client_header_timeout=3,
+        client_body_timeout=4,
+        client_send_timeout=5,
+        client_max_header_bytes=2048,
+    )
+    assert ClientLimits.from_settings(settings) == ClientLimits(3.0, 4.0, 5.0, 2048)
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "interval"),
+    [((10.0, 30.0, 30.0), 1.0), ((1.0, 30.0, 30.0), 0.25), ((30.0, 0.1, 30.0), 0.05), ((2.0, 3.0, 0.4), 0.1)],
+)
+def test_deadlines_are_swept_a_few_times_within_the_shortest(timeouts: tuple[float, float, float], interval: float):
+    assert ClientLimits(*timeouts).sweep_interval == pytest.approx(interval)
+
+
+def test_the_soft_open_files_limit_is_lifted_to_the_hard_one() -> None:
+    # In a child, so that this test process keeps its own limits.
+    script = textwrap.dedent(
+        """
+        import resource
+        from gateway.client_guard import raise_open_file_limit
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        print(raise_open_file_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0], wanted)
+        """
+    )
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    returned, soft, wanted = (int(field) for field in output.split())
+    assert returned == soft == wanted
+
+
+def test_lifting_a_limit_already_at_its_hardest_changes_nothing() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        assert raise_open_file_limit() == soft
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[1] == hard

@@ -1,0 +1,224 @@
+"""The reporter's bounds and its account of every span: bytes as well as spans, long texts cut, backoff, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+
+import pytest
+
+from gateway.metrics import Metrics
+from gateway.reporter import (
+    EXCHANGE_BYTES,
+    MAX_TEXT_CHARS,
+    RESERVED_BYTES,
+    TRUNCATED_MARK,
+    HttpSpanSender,
+    RejectedError,
+    Reporter,
+    RetryableError,
+    exchange_bytes,
+)
+from gateway.routes import parse_upstream
+from gateway.spans import Exchange, local_endpoint
+from tests.support import ThreadedServer
+
+pytestmark = pytest.mark.anyio
+
+LOCAL = local_endpoint("ingress-gateway", "127.0.0.1", 8080)
+
+
+def exchange(n: int, path: str = "/") -> Exchange:
+    return Exchange(
+        trace_id=n,
+        server_span_id=(n << 8) | 1,
+        client_span_id=(n << 8) | 2,
+        parent_id=None,
+        debug=False,
+        name=f"GET {path}",
+        method="GET",
+        path=path,
+        host="example.com",
+        status_code=200,
+        upstream_status_code=200,
+        error=None,
+        client_host="203.0.113.7",
+        client_port=4000,
+        upstream=parse_upstream("http://web-svc:80"),
+        server_start=1_700_000_000.0,
+        server_duration=0.002,
+        client_start=1_700_000_000.0005,
+        client_duration=0.001,
+    )
+
+
+class Sender:
+    """Accepts, or fails as scripted; keeps the trace ids it accepted."""
+
+    def __init__(self, script: list[Exception | None] | None = None) -> None:
+        self.script = list(script or [])
+        self.trace_ids: list[str] = []
+        self.attempts = 0
+
+    async def send(self, payload: bytes) -> None:
+        self.attempts += 1
+        outcome = self.script.pop(0) if self.script else None
+        if outcome is not None:
+            raise outcome
+        self.trace_ids.extend(span["traceId"] for span in json.loads(payload))
+
+    async def aclose(self) -> None:
+        return None
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def make(sender: Sender, metrics: Metrics, **options: int | float) -> Reporter:
+    settings: dict[str, int | float] = {
+        "max_queue_spans": 1000,
+        "max_queue_bytes": 1024 * 1024,
+        "batch_spans": 10,
+        "flush_interval": 0.01,
+        "max_attempts": 3,
+        **options,
+    }
+    return Reporter(
+        sender,
+        LOCAL,
+        metrics,
+        max_queue_spans=int(settings["max_queue_spans"]),
+        max_queue_bytes=int(settings["max_queue_bytes"]),
+        batch_spans=int(settings["batch_spans"]),
+        flush_interval=settings["flush_interval"],
+        max_attempts=int(settings["max_attempts"]),
+    )
+
+
+def test_an_exchange_is_sized_by_its_texts_and_long_ones_are_cut() -> None:
+    short = exchange(1, "/api/vote")
+    assert exchange_bytes(short) == EXCHANGE_BYTES + len("/api/vote") + len("GET /api/vote") + len("example.com")
+
+    long = dataclasses.replace(exchange(2, "/" + "p" * 10_000), host="h" * 9_000)
+    size = exchange_bytes(long)
+    assert len(long.path) == len(long.name) == len(long.host) == MAX_TEXT_CHARS
+    assert long.path.endswith(TRUNCATED_MARK) and long.path.startswith("/ppp")
+    assert size == EXCHANGE_BYTES + 3 * MAX_TEXT_CHARS
+    assert exchange_bytes(long) == size  # sizing again cuts nothing more
+
+
+async def test_the_queue_is_bounded_in_bytes_and_sampling_stops_when_they_run_out() -> None:
+    metrics = Metrics()
+    long_path = "/" + "x" * 3000
+    per_exchange = exchange_bytes(exchange(0, long_path))
+    reporter = make(Sender(), metrics, max_queue_bytes=10 * per_exchange)
+    admitted = 0
+    while reporter.reserve():
+        reporter.submit(exchange(admitted + 1, long_path), reserved=True)
+        admitted += 1
+        assert admitted < 100, "the byte bound never stopped sampling"
+    assert 9 <= admitted <= 10
+    assert reporter.queue_bytes() <= 10 * per_exchange + RESERVED_BYTES
+    assert reporter.queue_depth() == 2 * admitted < 1000
+    assert value(metrics, "gateway_sampling_suspended") == 1
+    # A trace decided upstream (not reserved) does not fit either: dropped whole, counted.
+    reporter.submit(exchange(500, long_path), reserved=False)
+    assert value(metrics, "gateway_spans_dropped_total", reason="queue_full") == 2
+
+
+async def test_the_bytes_are_given_back_once_a_batch_is_sent() -> None:
+    metrics, sender = Metrics(), Sender()
+    reporter = make(sender, metrics, batch_spans=4)
+    await reporter.start()
+    for n in range(1, 6):
+        assert reporter.reserve()
+        reporter.submit(exchange(n, "/" + "y" * 1000), reserved=True)
+    await reporter.stop(deadline=5)
+    assert len(sender.trace_ids) == 10
+    assert reporter.queue_bytes() == 0
+    assert value(metrics, "gateway_span_queue_bytes") == 0
+
+
+async def test_retries_back_off_exponentially_up_to_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    delays: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recorded_sleep(delay: float) -> None:
+        if delay > 0:
+            delays.append(delay)
+        await real_sleep(0)
+
+    # The reporter's jitter at its top, and its sleeps recorded instead of slept.
+    monkeypatch.setattr("random.uniform", lambda low, high: high)
+    monkeypatch.setattr("asyncio.sleep", recorded_sleep)
+    metrics = Metrics()
+    sender = Sender([RetryableError("503")] * 9)
+    reporter = make(sender, metrics, max_attempts=10)
+    await reporter.start()
+    assert reporter.reserve()
+    reporter.submit(exchange(1), reserved=True)
+    await reporter.stop(deadline=5)
+
+    assert delays == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
+    assert sender.attempts == 10 and len(sender.trace_ids) == 2
+    assert value(metrics, "gateway_spans_reported_total") == 2
+
+
+async def test_spans_submitted_while_stopping_are_still_sent() -> None:
+    metrics, sender = Metrics(), Sender()
+    reporter = make(sender, metrics, flush_interval=30, batch_spans=1000)
+    await reporter.start()
+    assert reporter.reserve()
+    # A request cancelled at the end of a graceful shutdown submits from its `finally`, after stop() has begun.
+    asyncio.get_running_loop().call_soon(reporter.submit, exchange(7), True)
+    await reporter.stop(deadline=5)
+    assert len(sender.trace_ids) == 2
+    assert value(metrics, "gateway_spans_dropped_total") == 0
+
+
+async def test_spans_submitted_after_the_reporter_stopped_are_counted_as_lost_to_the_shutdown() -> None:
+    metrics, sender = Metrics(), Sender()
+    reporter = make(sender, metrics)
+    await reporter.start()
+    assert reporter.reserve()
+    await reporter.stop(deadline=5)
+    reporter.submit(exchange(1), reserved=True)
+    reporter.submit(exchange(2), reserved=False)
+    assert sender.trace_ids == []
+    assert value(metrics, "gateway_spans_dropped_total", reason="shutdown") == 2
+    assert value(metrics, "gateway_spans_dropped_total", reason="queue_full") == 2
+
+
+class _Answer:
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        self.headers = headers
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(200, None), (204, None), (301, RejectedError), (308, RejectedError), (408, RetryableError), (413, RejectedError)],
+)
+async def test_only_a_2xx_counts_as_delivered(status: int, error: type[Exception] | None) -> None:
+    with ThreadedServer(_Answer(status, [(b"location", b"https://collector/api/v2/spans")])) as server:
+        sender = HttpSpanSender(f"{server.url}/api/v2/spans", timeout=5)
+        try:
+            if error is None:
+                await sender.send(b"[]")
+            else:
+                with pytest.raises(error) as raised:
+                    await sender.send(b"[]")
+                if status in (301, 308):
+                    assert "https://collector/api/v2/spans" in str(raised.value)
+        finally:
+            await sender.aclose()
