@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit bench loadtest clean
+.PHONY: run test lint typecheck unit bench loadtest soak fuzz clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || tools/ensure-debian-packages.sh python3-venv
@@ -35,6 +35,18 @@ bench: $(STAMP)
 # More load or locust options: make loadtest LOADTEST_ARGS="-u 50 -t 1m --misbehave voting=drop-spans -- --csv x"
 loadtest: $(STAMP)
 	$(PY) -m loadtest.demo $(LOADTEST_ARGS)
+
+# Load against a flapping collector; fails when RSS, descriptors or tasks grow past their bounds or a span goes
+# unaccounted for (tools/soak.py --help). Not part of `make test`: make soak SOAK_MINUTES=30 SOAK_ARGS="--rate 300"
+SOAK_MINUTES ?= 10
+soak: $(STAMP)
+	$(PY) tools/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+
+# Coverage-guided fuzzing (atheris) of every parser, FUZZ_SECONDS per target; make fuzz FUZZ_TARGETS="b3_single"
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,fuzz]'
+	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis
