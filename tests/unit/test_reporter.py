@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import json
 
@@ -14,7 +15,9 @@ from gateway.reporter import (
     RejectedError,
     Reporter,
     RetryableError,
+    encode_slice,
     gzip_in_slices,
+    join_slices,
 )
 from gateway.routes import parse_upstream
 from gateway.spans import Exchange, local_endpoint
@@ -356,3 +359,37 @@ async def test_a_big_batch_lets_other_requests_run_while_it_is_compressed():
     done.set()
     await task
     assert turns >= 8
+
+
+def test_a_batch_is_encoded_in_slices_joined_into_one_json_list():
+    batch = [exchange(n) for n in range(1, 61)]
+    slices = [encode_slice(batch[start : start + 25], LOCAL) for start in range(0, 60, 25)]
+    [payload] = join_slices(slices)
+    spans = json.loads(payload.body)
+    assert payload.spans == len(spans) == 120
+    assert [int(span["traceId"], 16) for span in spans[::2]] == list(range(1, 61))
+
+
+def test_slices_are_joined_into_lists_no_bigger_than_the_batch_limit(monkeypatch):
+    batch = [exchange(n) for n in range(1, 41)]
+    slices = [encode_slice(batch[start : start + 4], LOCAL) for start in range(0, 40, 4)]
+    monkeypatch.setattr("gateway.reporter.MAX_BATCH_BYTES", 3 * len(slices[0].body))
+    payloads = join_slices(slices)
+    assert len(payloads) > 1
+    assert all(len(payload.body) <= 3 * len(slices[0].body) for payload in payloads)
+    decoded = [json.loads(payload.body) for payload in payloads]
+    assert [len(spans) for spans in decoded] == [payload.spans for payload in payloads]
+    assert [span["id"] for spans in decoded for span in spans] == [
+        span["id"] for piece in slices for span in json.loads(piece.body)
+    ]
+
+
+def test_encoding_a_slice_leaves_the_garbage_collector_as_it_found_it():
+    encode_slice([exchange(1)], LOCAL)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        encode_slice([exchange(1)], LOCAL)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
