@@ -63,12 +63,6 @@ def upstream_url():
         yield server.url
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
-def upstream_client(request) -> str:
-    """Both implementations of the upstream seam must behave the same."""
-    return str(request.param)
-
-
 @pytest.fixture
 def gateway_factory(upstream_url, upstream_client) -> Callable[..., Any]:
     @asynccontextmanager
@@ -76,17 +70,25 @@ def gateway_factory(upstream_url, upstream_client) -> Callable[..., Any]:
         client: tuple[str, int] = UNTRUSTED_CLIENT, reporter: RecordingReporter | None = None, **env: Any
     ) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway, RecordingReporter]]:
         settings = Settings(upstream_url=upstream_url, upstream_client=upstream_client, **env)
-        reporter = reporter or RecordingReporter()
-        app = create_app(settings, metrics=Metrics(), reporter=reporter)
-        await app.startup()
-        transport = httpx.ASGITransport(app=app, client=client)
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
-                yield http, app, reporter
-        finally:
-            await app.shutdown()
+        async with serve(settings, client, reporter or RecordingReporter()) as running:
+            yield running
 
     return make
+
+
+@asynccontextmanager
+async def serve(
+    settings: Settings, client: tuple[str, int], reporter: RecordingReporter
+) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway, RecordingReporter]]:
+    """The app started in-process, an httpx client calling it as `client`, and the reporter that records its spans."""
+    app = create_app(settings, metrics=Metrics(), reporter=reporter)
+    await app.startup()
+    transport = httpx.ASGITransport(app=app, client=client)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
+            yield http, app, reporter
+    finally:
+        await app.shutdown()
 
 
 def upstream_headers(response: httpx.Response) -> dict[str, str]:

@@ -14,14 +14,14 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from gateway.app import Gateway, create_app
-from gateway.metrics import Metrics
+from gateway.app import Gateway
 from gateway.settings import Settings
 from tests.integration.test_request_flow import (
     TRUSTED_CLIENT,
     UNTRUSTED_CLIENT,
     RecordingReporter,
     counted,
+    serve,
     upstream_headers,
 )
 from tests.support import ThreadedServer
@@ -54,11 +54,6 @@ def upstream_url():
         yield server.url
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
-def upstream_client(request) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def gateway_with_routes(tmp_path: Path, upstream_url: str, upstream_client: str) -> Callable[..., Any]:
     @asynccontextmanager
@@ -68,15 +63,8 @@ def gateway_with_routes(tmp_path: Path, upstream_url: str, upstream_client: str)
         path = tmp_path / "routes.yaml"
         path.write_text(routes.replace("UPSTREAM", upstream_url))
         settings = Settings(routes_file=path, upstream_client=upstream_client, routes_reload_interval=0, **env)
-        reporter = RecordingReporter()
-        app = create_app(settings, metrics=Metrics(), reporter=reporter)
-        await app.startup()
-        transport = httpx.ASGITransport(app=app, client=client)
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
-                yield http, app, reporter
-        finally:
-            await app.shutdown()
+        async with serve(settings, client, RecordingReporter()) as running:
+            yield running
 
     return make
 

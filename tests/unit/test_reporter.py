@@ -28,16 +28,16 @@ pytestmark = pytest.mark.anyio
 LOCAL = local_endpoint("ingress-gateway", "127.0.0.1", 8080)
 
 
-def exchange(n: int) -> Exchange:
+def exchange(n: int, path: str = "/") -> Exchange:
     return Exchange(
         trace_id=n,
         server_span_id=(n << 8) | 1,
         client_span_id=(n << 8) | 2,
         parent_id=None,
         debug=False,
-        name="GET /",
+        name=f"GET {path}",
         method="GET",
-        path="/",
+        path=path,
         host="example.com",
         status_code=200,
         upstream_status_code=200,

@@ -20,37 +20,13 @@ from gateway.reporter import (
     RetryableError,
     exchange_bytes,
 )
-from gateway.routes import parse_upstream
-from gateway.spans import Exchange, local_endpoint
+from gateway.spans import local_endpoint
 from tests.support import ThreadedServer
+from tests.unit.test_reporter import exchange
 
 pytestmark = pytest.mark.anyio
 
 LOCAL = local_endpoint("ingress-gateway", "127.0.0.1", 8080)
-
-
-def exchange(n: int, path: str = "/") -> Exchange:
-    return Exchange(
-        trace_id=n,
-        server_span_id=(n << 8) | 1,
-        client_span_id=(n << 8) | 2,
-        parent_id=None,
-        debug=False,
-        name=f"GET {path}",
-        method="GET",
-        path=path,
-        host="example.com",
-        status_code=200,
-        upstream_status_code=200,
-        error=None,
-        client_host="203.0.113.7",
-        client_port=4000,
-        upstream=parse_upstream("http://web-svc:80"),
-        server_start=1_700_000_000.0,
-        server_duration=0.002,
-        client_start=1_700_000_000.0005,
-        client_duration=0.001,
-    )
 
 
 class Sender:

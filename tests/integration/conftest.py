@@ -1,0 +1,11 @@
+"""Fixtures shared by the in-process request-flow tests."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(params=["aiohttp", "httpx"])
+def upstream_client(request: pytest.FixtureRequest) -> str:
+    """Both implementations of the upstream seam must behave the same."""
+    return str(request.param)
