@@ -10,10 +10,8 @@ already sampled are delivered, whole, once the collector is back.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import random
-import zlib
 from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
@@ -23,17 +21,15 @@ from py_zipkin.encoding import Endpoint
 
 from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
-from gateway.spans import Exchange, SpanJSON, encode_span_dicts, span_dicts
+from gateway.span_payload import GzipSpanList, Payload, encode_slice
+from gateway.spans import Exchange
 
 SPANS_PER_EXCHANGE = 2
+# The most JSON (before compression) in one POST: a batch whose texts are long is split.
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 # A batch is encoded and compressed in slices with the event loop let in between: done in one go, a batch of 500
-# exchanges would hold every request in flight for a millisecond or more (about 4 us each), adding to their latency.
+# exchanges would hold every request in flight for a millisecond or more (about 6 us each), adding to their latency.
 EXCHANGES_PER_SLICE = 25
-GZIP_SLICE_BYTES = 32 * 1024
-# Spans repeat names, endpoints and tags: level 1 already shrinks a batch about ten times, at half level 5's CPU.
-_GZIP_LEVEL = 1
-_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer, as Content-Encoding: gzip needs
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 # An exchange's memory besides its path, name and host (tracemalloc: about 500 bytes for the object, its ints, floats
@@ -61,22 +57,23 @@ class RejectedError(Exception):
 
 
 class SpanSender(Protocol):
-    async def send(self, payload: bytes) -> None: ...
+    async def send(self, payload: bytes) -> None:
+        """Delivers ``payload``, a gzip-compressed Zipkin v2 JSON list of spans, or raises one of the errors above."""
+        ...
 
     async def aclose(self) -> None: ...
 
 
 class HttpSpanSender:
-    """POSTs gzipped Zipkin v2 JSON to the collector with httpx."""
+    """POSTs gzip-compressed Zipkin v2 JSON to the collector with httpx."""
 
     def __init__(self, url: str, timeout: float) -> None:
         self._url = url
         self._client = httpx.AsyncClient(timeout=timeout, trust_env=False, headers=_SPAN_POST_HEADERS)
 
     async def send(self, payload: bytes) -> None:
-        body = await gzip_in_slices(payload)
         try:
-            response = await self._client.post(self._url, content=body)
+            response = await self._client.post(self._url, content=payload)
         except httpx.TransportError as exc:
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
         status = response.status_code
@@ -293,11 +290,19 @@ class Reporter:
             self._update_gauges()
 
     async def _payloads(self, batch: Sequence[Exchange]) -> list[Payload]:
-        slices: list[Payload] = []
+        """The batch's spans as gzipped JSON lists of at most MAX_BATCH_BYTES before compression (one, unless its
+        texts are long: a slice alone is far smaller, its paths, names and hosts cut to MAX_TEXT_CHARS)."""
+        payloads: list[Payload] = []
+        current = GzipSpanList()
         for start in range(0, len(batch), EXCHANGES_PER_SLICE):
-            slices.append(encode_slice(batch[start : start + EXCHANGES_PER_SLICE], self._local))
+            piece = encode_slice(batch[start : start + EXCHANGES_PER_SLICE], self._local)
+            if current.spans and current.json_bytes + len(piece.body) > MAX_BATCH_BYTES:
+                payloads.append(current.close())
+                current = GzipSpanList()
+            current.add(piece)
             await asyncio.sleep(0)
-        return join_slices(slices)
+        payloads.append(current.close())
+        return payloads
 
     async def _send_with_retries(self, payload: bytes, span_count: int) -> None:
         delay = BACKOFF_FIRST
@@ -340,63 +345,3 @@ def exchange_bytes(exchange: Exchange) -> int:
 
 def _truncated(text: str) -> str:
     return text[: MAX_TEXT_CHARS - len(TRUNCATED_MARK)] + TRUNCATED_MARK
-
-
-class Payload:
-    """A JSON list of spans, encoded, and how many spans it holds."""
-
-    __slots__ = ("body", "spans")
-
-    def __init__(self, body: bytes, spans: int) -> None:
-        self.body = body
-        self.spans = spans
-
-
-def encode_slice(exchanges: Sequence[Exchange], local: Endpoint) -> Payload:
-    """The spans of a few exchanges as one JSON list, with the garbage collector paused while it is built.
-
-    The span dicts live only inside this call and are freed by refcount before the collector resumes, so they never
-    set off a collection. Built with it running, they were most of the young-generation collections at rate 1.0, and
-    each one scanned and promoted the dicts of the batch being built; pausing it here took rate 1.0 from about 0.80
-    to 0.85 of rate 0.0's requests/s in A/B runs of the benchmark (docs/performance.md).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        spans: list[SpanJSON] = []
-        for exchange in exchanges:
-            spans.extend(span_dicts(exchange, local))
-        return Payload(encode_span_dicts(spans), len(spans))
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def join_slices(slices: Sequence[Payload]) -> list[Payload]:
-    """Encoded slices joined into JSON lists of at most MAX_BATCH_BYTES (a slice alone is far smaller: its paths,
-    names and hosts were cut to MAX_TEXT_CHARS)."""
-    payloads: list[Payload] = []
-    bodies: list[bytes] = []
-    size = spans = 0
-    for piece in slices:
-        if bodies and size + len(piece.body) > MAX_BATCH_BYTES:
-            payloads.append(Payload(b"[" + b",".join(bodies) + b"]", spans))
-            bodies, size, spans = [], 0, 0
-        bodies.append(piece.body[1:-1])  # the list's items, without its brackets
-        size += len(piece.body)
-        spans += piece.spans
-    if bodies:
-        payloads.append(Payload(b"[" + b",".join(bodies) + b"]", spans))
-    return payloads
-
-
-async def gzip_in_slices(payload: bytes) -> bytes:
-    """``gzip.compress(payload, 1)``, a slice at a time, letting the event loop in between slices."""
-    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
-    view = memoryview(payload)
-    parts = []
-    for start in range(0, len(view), GZIP_SLICE_BYTES):
-        parts.append(compressor.compress(view[start : start + GZIP_SLICE_BYTES]))
-        await asyncio.sleep(0)
-    parts.append(compressor.flush())
-    return b"".join(parts)

@@ -9,17 +9,15 @@ import pytest
 
 from gateway.metrics import Metrics
 from gateway.reporter import (
-    GZIP_SLICE_BYTES,
+    EXCHANGES_PER_SLICE,
     SPANS_PER_EXCHANGE,
     HttpSpanSender,
     RejectedError,
     Reporter,
     RetryableError,
-    encode_slice,
-    gzip_in_slices,
-    join_slices,
 )
 from gateway.routes import parse_upstream
+from gateway.span_payload import GzipSpanList, encode_slice, gzipped
 from gateway.spans import Exchange, local_endpoint
 from tests.support import ThreadedServer
 
@@ -69,7 +67,7 @@ class FakeSender:
         outcome = self.script.pop(0) if self.script else None
         if outcome is not None:
             raise outcome
-        self.payloads.append(json.loads(payload))
+        self.payloads.append(json.loads(gzip.decompress(payload)))
 
     async def aclose(self) -> None:
         self.closed = True
@@ -276,10 +274,10 @@ async def test_http_sender_posts_gzipped_json_that_does_not_start_a_trace(status
         sender = HttpSpanSender(f"{server.url}/api/v2/spans", timeout=5)
         try:
             if error is None:
-                await sender.send(b"[]")
+                await sender.send(gzipped(b"[]"))
             else:
                 with pytest.raises(error):
-                    await sender.send(b"[]")
+                    await sender.send(gzipped(b"[]"))
         finally:
             await sender.aclose()
     headers, body = collector.requests[0]
@@ -295,7 +293,7 @@ async def test_http_sender_treats_a_closed_port_as_retryable():
     sender = HttpSpanSender(f"http://127.0.0.1:{free_port()}/api/v2/spans", timeout=2)
     try:
         with pytest.raises(RetryableError):
-            await sender.send(b"[]")
+            await sender.send(gzipped(b"[]"))
     finally:
         await sender.aclose()
 
@@ -336,13 +334,38 @@ async def test_an_idle_reporter_sleeps_between_intervals():
     assert wakeups <= 30
 
 
-@pytest.mark.parametrize("size", [0, 1, GZIP_SLICE_BYTES - 1, GZIP_SLICE_BYTES, 3 * GZIP_SLICE_BYTES + 7])
-async def test_gzip_in_slices_is_gzip(size):
-    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-    assert gzip.decompress(await gzip_in_slices(payload)) == payload
+def gzip_list(pieces: list[list[Exchange]]) -> GzipSpanList:
+    spans = GzipSpanList()
+    for piece in pieces:
+        spans.add(encode_slice(piece, LOCAL))
+    return spans
 
 
-async def test_a_big_batch_lets_other_requests_run_while_it_is_compressed():
+@pytest.mark.parametrize("sizes", [[], [0], [1], [25, 25, 10], [3, 0, 4], [0, 0, 2]])
+def test_a_gzip_span_list_is_the_json_list_of_every_slice_added(sizes):
+    pieces, first = [], 1
+    for size in sizes:
+        pieces.append([exchange(n) for n in range(first, first + size)])
+        first += size
+    spans = gzip_list(pieces)
+    json_bytes = spans.json_bytes
+    payload = spans.close()
+    text = gzip.decompress(payload.body)
+    decoded = json.loads(text)
+    assert payload.spans == len(decoded) == SPANS_PER_EXCHANGE * sum(sizes)
+    assert [int(span["traceId"], 16) for span in decoded[::2]] == list(range(1, first))
+    assert len(text) == json_bytes
+    assert text == b"[" + b",".join(encode_slice(piece, LOCAL).body[1:-1] for piece in pieces if piece) + b"]"
+
+
+def test_gzipped_is_gzip():
+    body = encode_slice([exchange(1)], LOCAL).body
+    assert gzip.decompress(gzipped(body)) == body
+
+
+async def test_a_batch_is_one_gzipped_list_compressed_a_slice_at_a_time():
+    metrics, sender = Metrics(), FakeSender()
+    reporter = make_reporter(sender, metrics, batch_spans=2 * 60, flush_interval=60)
     turns = 0
     done = asyncio.Event()
 
@@ -355,33 +378,25 @@ async def test_a_big_batch_lets_other_requests_run_while_it_is_compressed():
     task = asyncio.create_task(other_request())
     await asyncio.sleep(0)
     turns = 0
-    await gzip_in_slices(b"span" * (8 * GZIP_SLICE_BYTES))
+    await reporter._export([exchange(n) for n in range(1, 61)])
     done.set()
     await task
-    assert turns >= 8
-
-
-def test_a_batch_is_encoded_in_slices_joined_into_one_json_list():
-    batch = [exchange(n) for n in range(1, 61)]
-    slices = [encode_slice(batch[start : start + 25], LOCAL) for start in range(0, 60, 25)]
-    [payload] = join_slices(slices)
-    spans = json.loads(payload.body)
-    assert payload.spans == len(spans) == 120
+    [spans] = sender.payloads
     assert [int(span["traceId"], 16) for span in spans[::2]] == list(range(1, 61))
+    # Three slices of at most 25: the event loop ran between them, other requests with it.
+    assert turns >= 60 // EXCHANGES_PER_SLICE
 
 
-def test_slices_are_joined_into_lists_no_bigger_than_the_batch_limit(monkeypatch):
-    batch = [exchange(n) for n in range(1, 41)]
-    slices = [encode_slice(batch[start : start + 4], LOCAL) for start in range(0, 40, 4)]
-    monkeypatch.setattr("gateway.reporter.MAX_BATCH_BYTES", 3 * len(slices[0].body))
-    payloads = join_slices(slices)
-    assert len(payloads) > 1
-    assert all(len(payload.body) <= 3 * len(slices[0].body) for payload in payloads)
-    decoded = [json.loads(payload.body) for payload in payloads]
-    assert [len(spans) for spans in decoded] == [payload.spans for payload in payloads]
-    assert [span["id"] for spans in decoded for span in spans] == [
-        span["id"] for piece in slices for span in json.loads(piece.body)
-    ]
+async def test_a_batch_is_split_into_lists_no_bigger_than_the_limit_before_compression(monkeypatch):
+    slice_bytes = len(encode_slice([exchange(n) for n in range(1, 26)], LOCAL).body)
+    monkeypatch.setattr("gateway.reporter.MAX_BATCH_BYTES", 3 * slice_bytes)
+    metrics, sender = Metrics(), FakeSender()
+    reporter = make_reporter(sender, metrics, batch_spans=2 * 400, flush_interval=60)
+    await reporter._export([exchange(n) for n in range(1, 401)])
+    assert len(sender.payloads) > 1
+    assert all(len(json.dumps(spans, separators=(",", ":"))) <= 3 * slice_bytes for spans in sender.payloads)
+    assert [int(span["traceId"], 16) for spans in sender.payloads for span in spans[::2]] == list(range(1, 401))
+    assert value(metrics, "gateway_spans_reported_total") == 800
 
 
 def test_encoding_a_slice_leaves_the_garbage_collector_as_it_found_it():

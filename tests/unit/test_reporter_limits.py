@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 import json
 
 import pytest
@@ -42,7 +43,7 @@ class Sender:
         outcome = self.script.pop(0) if self.script else None
         if outcome is not None:
             raise outcome
-        self.trace_ids.extend(span["traceId"] for span in json.loads(payload))
+        self.trace_ids.extend(span["traceId"] for span in json.loads(gzip.decompress(payload)))
 
     async def aclose(self) -> None:
         return None

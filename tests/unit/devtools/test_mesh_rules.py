@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 
@@ -174,7 +175,7 @@ class FakeSender:
     async def send(self, payload: bytes) -> None:
         if self.fail:
             raise RetryableError("collector answered 503")
-        self.payloads.append(json.loads(payload))
+        self.payloads.append(json.loads(gzip.decompress(payload)))
 
     async def aclose(self) -> None:
         self.closed = True
