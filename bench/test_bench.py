@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from figures import (
 from plan import BODIES, GATEWAY_RATE_0, GATEWAY_RATE_1, NAIVE, TARGETS, UPSTREAM
 from procfs import CpuTicks, busy_percent, parse_cpu_ticks, parse_stat
 from report import table
+from span_sink import CHECK_EVERY, SpanSink
 from targets import gateway_env, proxy_config, upstream_config
 from wrk import WrkError, WrkResult, parse
 
@@ -220,3 +223,35 @@ def test_nginx_configs_keep_everything_under_the_prefix() -> None:
         assert paths and all(path.startswith("/tmp/p") for path in paths)
     assert "server 127.0.0.1:1234;" in proxy_config(prefix, 1234, 5678)
     assert "keepalive 64;" in proxy_config(prefix, 1234, 5678)
+
+
+GZIP = [(b"content-encoding", b"gzip")]
+
+
+def _spans(count: int, tag: str = "") -> bytes:
+    return json.dumps([{"traceId": f"{n:016x}", "id": "1", "tags": {"note": tag}} for n in range(count)]).encode()
+
+
+def test_span_sink_parses_the_first_post_and_counts_keys_in_the_others() -> None:
+    sink = SpanSink()
+    bodies = [_spans(3, tag='a "traceId": inside a string') for _ in range(CHECK_EVERY + 1)]
+    statuses = [sink._count(gzip.compress(body), GZIP) for body in bodies]
+    assert statuses == [202] * (CHECK_EVERY + 1)
+    assert sink.stats["spans"] == 3 * (CHECK_EVERY + 1)
+    assert sink.stats["checked"] == 2  # the first and the (CHECK_EVERY + 1)th
+    assert sink._count(_spans(2), []) == 202  # uncompressed is accepted too
+    assert sink.stats["spans"] == 3 * (CHECK_EVERY + 1) + 2
+
+
+@pytest.mark.parametrize("body", [b"{}", b"[1, 2]", b'[{"id": "1"}]', b"not json", b'{"traceId": 1}'])
+def test_span_sink_rejects_a_checked_post_that_is_not_a_list_of_spans(body: bytes) -> None:
+    sink = SpanSink()
+    compressed = gzip.compress(body)
+    assert sink._count(compressed, GZIP) == 400
+    assert sink.stats == {"spans": 0, "posts": 1, "checked": 1, "rejected": 1, "bytes": len(compressed)}
+
+
+def test_span_sink_rejects_a_body_that_says_gzip_and_is_not() -> None:
+    sink = SpanSink()
+    assert sink._count(_spans(1), GZIP) == 400
+    assert sink.stats["rejected"] == 1
