@@ -382,7 +382,7 @@ async def test_a_batch_is_one_gzipped_list_compressed_a_slice_at_a_time():
     done.set()
     await task
     [spans] = sender.payloads
-    assert [int(span["traceId"], 16) for span in spans[::2]] == list(range(1, 61))
+    assert [int(str(span["traceId"]), 16) for span in spans[::2]] == list(range(1, 61))
     # Three slices of at most 25: the event loop ran between them, other requests with it.
     assert turns >= 60 // EXCHANGES_PER_SLICE
 
@@ -395,7 +395,7 @@ async def test_a_batch_is_split_into_lists_no_bigger_than_the_limit_before_compr
     await reporter._export([exchange(n) for n in range(1, 401)])
     assert len(sender.payloads) > 1
     assert all(len(json.dumps(spans, separators=(",", ":"))) <= 3 * slice_bytes for spans in sender.payloads)
-    assert [int(span["traceId"], 16) for spans in sender.payloads for span in spans[::2]] == list(range(1, 401))
+    assert [int(str(span["traceId"]), 16) for spans in sender.payloads for span in spans[::2]] == list(range(1, 401))
     assert value(metrics, "gateway_spans_reported_total") == 800
 
 
