@@ -59,15 +59,21 @@ class Upstream:
         return seen
 
 
-@pytest.fixture(scope="session")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+@contextlib.contextmanager
+def running_upstream_app(log_dir: Path) -> Iterator[Upstream]:
+    """A process of the e2e upstream app (``upstream_app.py``) on a free port, stopped by its PID on exit."""
     port = free_port()
     args = python_module(
         "uvicorn", "tests.e2e.upstream_app:app", "--host", LOOPBACK, "--port", str(port), "--log-level", "warning"
     )
-    log = tmp_path_factory.mktemp("upstream") / "upstream.log"
-    with running_process(args, log, wait_ports=[port]) as process:
+    with running_process(args, log_dir / "upstream.log", wait_ports=[port]) as process:
         yield Upstream(process, port)
+
+
+@pytest.fixture(scope="session")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    with running_upstream_app(tmp_path_factory.mktemp("upstream")) as running:
+        yield running
 
 
 # --- the collector --------------------------------------------------------------------------------------

@@ -23,11 +23,12 @@ from tests.e2e.conftest import (
     GatewayFactory,
     Upstream,
     gateway_env,
+    running_upstream_app,
     spans_by_trace,
     traceresponse,
     wait_for,
 )
-from tests.support import LOOPBACK, free_port, python_module, running_process
+from tests.support import running_process
 
 pytestmark = pytest.mark.e2e
 
@@ -40,13 +41,8 @@ MAX_TRAFFIC_SECONDS = 30.0
 @pytest.fixture(scope="module")
 def second_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     """Another process of the e2e upstream app, on its own port."""
-    port = free_port()
-    args = python_module(
-        "uvicorn", "tests.e2e.upstream_app:app", "--host", LOOPBACK, "--port", str(port), "--log-level", "warning"
-    )
-    log = tmp_path_factory.mktemp("second-upstream") / "upstream.log"
-    with running_process(args, log, wait_ports=[port]) as process:
-        yield Upstream(process, port)
+    with running_upstream_app(tmp_path_factory.mktemp("second-upstream")) as running:
+        yield running
 
 
 def write_routes(path: Path, text: str) -> Path:

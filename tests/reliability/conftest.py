@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -142,3 +143,15 @@ class Footprint:
             f"leak: {sockets} sockets (before: {self.sockets}, pool allowance {extra_sockets}), "
             f"{tasks:.0f} tasks (before: {self.tasks:.0f})"
         )
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the gateway sends until it closes the connection (b"" plus a reset counts as closed)."""
+    sock.settimeout(timeout)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received

@@ -430,12 +430,17 @@ async def _reset_before_response(
     return False
 
 
-async def _reset_mid_response(
-    request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, call: UpstreamCall
-) -> bool:
+async def _send_part_of_a_response(request: Request, writer: asyncio.StreamWriter) -> None:
+    """A 200 that promises 1 MiB and sends the first ``?sent=`` bytes of it (1000 unless said)."""
     sent = int(request.query("sent", "1000"))
     writer.write(response_head(200, [("content-length", str(1024 * 1024))]) + b"x" * sent)
     await writer.drain()
+
+
+async def _reset_mid_response(
+    request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, call: UpstreamCall
+) -> bool:
+    await _send_part_of_a_response(request, writer)
     await asyncio.sleep(0.2)
     reset(writer)
     call.events.append("reset")
@@ -456,9 +461,7 @@ async def _slow(
 async def _stall(
     request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, call: UpstreamCall
 ) -> bool:
-    sent = int(request.query("sent", "1000"))
-    writer.write(response_head(200, [("content-length", str(1024 * 1024))]) + b"x" * sent)
-    await writer.drain()
+    await _send_part_of_a_response(request, writer)
     if await wait_until_closed(reader, 60):
         call.events.append("abandoned")
     return False

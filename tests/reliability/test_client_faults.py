@@ -17,7 +17,15 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Gateway, gateway_env, run_gateway
-from tests.reliability.conftest import Footprint, metric, rss_kib, settle, settled_metric, socket_count
+from tests.reliability.conftest import (
+    Footprint,
+    metric,
+    read_until_closed,
+    rss_kib,
+    settle,
+    settled_metric,
+    socket_count,
+)
 from tests.reliability.faults import FaultyUpstream
 from tests.support import LOOPBACK, running_process
 
@@ -65,18 +73,6 @@ def closing_all() -> Iterator[list[socket.socket]]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
-    """Everything the gateway sends until it closes the connection (b"" plus a reset counts as closed)."""
-    sock.settimeout(timeout)
-    received = b""
-    try:
-        while chunk := sock.recv(65536):
-            received += chunk
-    except ConnectionResetError:
-        pass
-    return received
 
 
 def test_a_client_gone_mid_upload_frees_the_upstream_call(gateway: Gateway, faulty_upstream: FaultyUpstream) -> None:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.conftest import Collector, Gateway, gateway_env, run_gateway
-from tests.reliability.conftest import metric
+from tests.reliability.conftest import metric, read_until_closed
 from tests.reliability.faults import FaultyUpstream, UpstreamCall
 from tests.support import LOOPBACK
 
@@ -48,13 +48,7 @@ def exchange(gateway: Gateway, request: bytes, timeout: float = 10.0) -> bytes:
             sock.sendall(request)
         except OSError:
             pass  # the gateway may refuse a head before it has all of it
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
-        return answer
+        return read_until_closed(sock, timeout)
 
 
 def status_of(answer: bytes) -> int:
