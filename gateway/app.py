@@ -337,28 +337,29 @@ class Gateway:
             route.decisions[(decision.sampled, decision.reason)].inc()
             self._durations[decision.sampled].observe(finished - started)
             if decision.sampled:
+                # Positional, in field order: with twenty keywords, making the record cost three times as much.
                 self.reporter.submit(
                     Exchange(
-                        trace_id=trace_id,
-                        server_span_id=server_span_id,
-                        client_span_id=client_span_id,
-                        parent_id=parent.span_id if parent is not None else None,
-                        debug=decision.debug,
-                        name=route.span_name(method, path),
-                        method=method,
-                        path=path,
-                        host=forwarded.host,
-                        status_code=relay.status,
-                        upstream_status_code=relay.upstream_status,
-                        error=relay.error,
-                        client_host=client_host,
-                        client_port=client[1] if client else None,
-                        upstream=route.upstream,
-                        server_start=started_wall,
-                        server_duration=finished - started,
-                        client_start=client_started_wall,
-                        client_duration=client_finished - client_started,
-                        tags=route.tags,
+                        trace_id,
+                        server_span_id,
+                        client_span_id,
+                        parent.span_id if parent is not None else None,  # parent_id
+                        decision.debug,
+                        route.span_name(method, path),  # name
+                        method,
+                        path,
+                        forwarded.host,
+                        relay.status,  # status_code
+                        relay.upstream_status,  # upstream_status_code
+                        relay.error,
+                        client_host,
+                        client[1] if client else None,  # client_port
+                        route.upstream,
+                        started_wall,  # server_start
+                        finished - started,  # server_duration
+                        client_started_wall,  # client_start
+                        client_finished - client_started,  # client_duration
+                        route.tags,
                     ),
                     reserved,
                 )
