@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test lint typecheck unit bench loadtest soak fuzz clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py gateway/_spanjson.c
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || tools/ensure-debian-packages.sh python3-venv
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -21,10 +21,10 @@ from py_zipkin.encoding import Endpoint
 
 from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
-from gateway.span_payload import GzipSpanList, Payload, encode_slice
+from gateway.span_json import SliceEncoder
+from gateway.span_payload import SPANS_PER_EXCHANGE, GzipSpanList, Payload, encode_slice
 from gateway.spans import Exchange
 
-SPANS_PER_EXCHANGE = 2
 # The most JSON (before compression) in one POST: a batch whose texts are long is split.
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 # A batch is encoded and compressed in slices with the event loop let in between: done in one go, a batch of 500
@@ -131,7 +131,7 @@ class Reporter:
         max_queue_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self._sender = sender
-        self._local = local_endpoint
+        self._encoder = SliceEncoder(local_endpoint)
         self._metrics = metrics
         self._max_spans = max_queue_spans
         self._max_bytes = max_queue_bytes
@@ -295,7 +295,7 @@ class Reporter:
         payloads: list[Payload] = []
         current = GzipSpanList()
         for start in range(0, len(batch), EXCHANGES_PER_SLICE):
-            piece = encode_slice(batch[start : start + EXCHANGES_PER_SLICE], self._local)
+            piece = encode_slice(batch[start : start + EXCHANGES_PER_SLICE], self._encoder)
             if current.spans and current.json_bytes + len(piece.body) > MAX_BATCH_BYTES:
                 payloads.append(current.close())
                 current = GzipSpanList()

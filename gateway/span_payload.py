@@ -12,11 +12,19 @@ import gc
 import zlib
 from collections.abc import Sequence
 
-from py_zipkin.encoding import Endpoint
+from gateway.span_json import SliceEncoder
+from gateway.spans import Exchange
 
-from gateway.spans import Exchange, SpanJSON, encode_span_dicts, span_dicts
+try:
+    # ISA-L's deflate, zlib's interface: at level 1 about seven times faster than zlib's here, and it compresses
+    # span JSON a little better (docs/performance.md). Its wheels cover the usual platforms; elsewhere, zlib.
+    from isal import isal_zlib as _deflate
+except ImportError:  # pragma: no cover - a platform without isal's wheels
+    _deflate = zlib  # type: ignore[no-redef]
 
-# Spans repeat names, endpoints and tags: level 1 already shrinks a batch about ten times, at half level 5's CPU.
+# The gateway reports a SERVER and a CLIENT span per sampled request.
+SPANS_PER_EXCHANGE = 2
+# Spans repeat names, endpoints and tags: level 1 already shrinks a batch about ten times.
 GZIP_LEVEL = 1
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer, as Content-Encoding: gzip needs
 
@@ -31,21 +39,18 @@ class Payload:
         self.spans = spans
 
 
-def encode_slice(exchanges: Sequence[Exchange], local: Endpoint) -> Payload:
+def encode_slice(exchanges: Sequence[Exchange], encoder: SliceEncoder) -> Payload:
     """The spans of a few exchanges as one JSON list, with the garbage collector paused while it is built.
 
-    The span dicts live only inside this call and are freed by refcount before the collector resumes, so they never
-    set off a collection. Built with it running, they were most of the young-generation collections at rate 1.0, and
-    each one scanned and promoted the dicts of the batch being built; pausing it here took rate 1.0 from about 0.80
-    to 0.85 of rate 0.0's requests/s in A/B runs of the benchmark (docs/performance.md).
+    The C encoder makes no Python objects but the result; the Python one (its fallback) builds span dicts, which
+    live only inside this call and are freed by refcount before the collector resumes, so they never set off a
+    collection. Built with it running, they were most of the young-generation collections at rate 1.0, and each
+    one scanned and promoted the dicts of the batch being built (docs/performance.md).
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
-        spans: list[SpanJSON] = []
-        for exchange in exchanges:
-            spans.extend(span_dicts(exchange, local))
-        return Payload(encode_span_dicts(spans), len(spans))
+        return Payload(b"[" + encoder.items(exchanges) + b"]", SPANS_PER_EXCHANGE * len(exchanges))
     finally:
         if enabled:
             gc.enable()
@@ -57,7 +62,7 @@ class GzipSpanList:
     __slots__ = ("_compressor", "_parts", "json_bytes", "spans")
 
     def __init__(self) -> None:
-        self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+        self._compressor = _deflate.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
         self._parts = [self._compressor.compress(b"[")]
         self.json_bytes = 2  # the size of the list once uncompressed: its brackets so far
         self.spans = 0
@@ -85,5 +90,5 @@ class GzipSpanList:
 
 def gzipped(json_list: bytes) -> bytes:
     """``json_list`` compressed as ``GzipSpanList`` does, for a sender that has the whole list already."""
-    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+    compressor = _deflate.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
     return compressor.compress(json_list) + compressor.flush()

@@ -30,7 +30,8 @@ class Exchange:
     """What the gateway saw of one sampled request; the reporter turns it into spans off the request path.
 
     Not frozen, unlike the other values here: one is made on every sampled request, and a frozen dataclass's
-    __init__ (object.__setattr__ per field) costs four times as much. Nothing changes one once made.
+    __init__ (object.__setattr__ per field) costs four times as much. Nothing changes one once made. The request
+    flow makes it with positional arguments, which keyword arguments cost three times: keep the fields in order.
     """
 
     trace_id: int
@@ -245,6 +246,22 @@ def _error(message: str | None, status_code: int | None) -> str | None:
     if status_code is not None and not 100 <= status_code <= 399:
         return str(status_code)
     return None
+
+
+def endpoint_json(endpoint: Endpoint) -> JSONEndpoint:
+    """An endpoint as a Zipkin v2 JSON value, as py_zipkin's encoder writes it."""
+    return _ENCODER.endpoint_json(endpoint)
+
+
+def client_address_json(host: str) -> JSONEndpoint:
+    """The address fields of a client's endpoint (``ipv4`` or ``ipv6``; none for a name), without its port."""
+    endpoint = _client_endpoint(host, None)
+    return {} if endpoint is None else _ENCODER.endpoint_json(endpoint)
+
+
+def upstream_endpoint_json(upstream: Upstream) -> JSONEndpoint:
+    """The CLIENT span's remote endpoint: where the route sends its requests."""
+    return _upstream_endpoint_json(upstream)
 
 
 @lru_cache(maxsize=1024)  # keep-alive clients send many requests from one address and port

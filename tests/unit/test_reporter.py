@@ -17,6 +17,7 @@ from gateway.reporter import (
     RetryableError,
 )
 from gateway.routes import parse_upstream
+from gateway.span_json import SliceEncoder
 from gateway.span_payload import GzipSpanList, encode_slice, gzipped
 from gateway.spans import Exchange, local_endpoint
 from tests.support import ThreadedServer
@@ -24,6 +25,7 @@ from tests.support import ThreadedServer
 pytestmark = pytest.mark.anyio
 
 LOCAL = local_endpoint("ingress-gateway", "127.0.0.1", 8080)
+ENCODER = SliceEncoder(LOCAL)
 
 
 def exchange(n: int, path: str = "/") -> Exchange:
@@ -337,7 +339,7 @@ async def test_an_idle_reporter_sleeps_between_intervals():
 def gzip_list(pieces: list[list[Exchange]]) -> GzipSpanList:
     spans = GzipSpanList()
     for piece in pieces:
-        spans.add(encode_slice(piece, LOCAL))
+        spans.add(encode_slice(piece, ENCODER))
     return spans
 
 
@@ -355,11 +357,11 @@ def test_a_gzip_span_list_is_the_json_list_of_every_slice_added(sizes):
     assert payload.spans == len(decoded) == SPANS_PER_EXCHANGE * sum(sizes)
     assert [int(span["traceId"], 16) for span in decoded[::2]] == list(range(1, first))
     assert len(text) == json_bytes
-    assert text == b"[" + b",".join(encode_slice(piece, LOCAL).body[1:-1] for piece in pieces if piece) + b"]"
+    assert text == b"[" + b",".join(encode_slice(piece, ENCODER).body[1:-1] for piece in pieces if piece) + b"]"
 
 
 def test_gzipped_is_gzip():
-    body = encode_slice([exchange(1)], LOCAL).body
+    body = encode_slice([exchange(1)], ENCODER).body
     assert gzip.decompress(gzipped(body)) == body
 
 
@@ -388,7 +390,7 @@ async def test_a_batch_is_one_gzipped_list_compressed_a_slice_at_a_time():
 
 
 async def test_a_batch_is_split_into_lists_no_bigger_than_the_limit_before_compression(monkeypatch):
-    slice_bytes = len(encode_slice([exchange(n) for n in range(1, 26)], LOCAL).body)
+    slice_bytes = len(encode_slice([exchange(n) for n in range(1, 26)], ENCODER).body)
     monkeypatch.setattr("gateway.reporter.MAX_BATCH_BYTES", 3 * slice_bytes)
     metrics, sender = Metrics(), FakeSender()
     reporter = make_reporter(sender, metrics, batch_spans=2 * 400, flush_interval=60)
@@ -400,11 +402,11 @@ async def test_a_batch_is_split_into_lists_no_bigger_than_the_limit_before_compr
 
 
 def test_encoding_a_slice_leaves_the_garbage_collector_as_it_found_it():
-    encode_slice([exchange(1)], LOCAL)
+    encode_slice([exchange(1)], ENCODER)
     assert gc.isenabled()
     gc.disable()
     try:
-        encode_slice([exchange(1)], LOCAL)
+        encode_slice([exchange(1)], ENCODER)
         assert not gc.isenabled()
     finally:
         gc.enable()
