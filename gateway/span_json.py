@@ -19,8 +19,8 @@ from gateway.spans import Exchange, client_address_json, endpoint_json, span_dic
 
 try:
     from gateway import _spanjson
-except ImportError:  # built without a C compiler: setup's extension is optional
-    _spanjson = None
+except ImportError:  # built without a C compiler: setup.py's extension is optional
+    _spanjson = None  # type: ignore[assignment]
 else:
     _spanjson.bind(Exchange)
 

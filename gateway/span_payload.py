@@ -20,7 +20,7 @@ try:
     # span JSON a little better (docs/performance.md). Its wheels cover the usual platforms; elsewhere, zlib.
     from isal import isal_zlib as _deflate
 except ImportError:  # pragma: no cover - a platform without isal's wheels
-    _deflate = zlib  # type: ignore[no-redef]
+    _deflate = zlib  # type: ignore[misc]
 
 # The gateway reports a SERVER and a CLIENT span per sampled request.
 SPANS_PER_EXCHANGE = 2

@@ -10,7 +10,6 @@ import pytest
 from gateway.metrics import Metrics
 from gateway.reporter import (
     EXCHANGES_PER_SLICE,
-    SPANS_PER_EXCHANGE,
     HttpSpanSender,
     RejectedError,
     Reporter,
@@ -18,7 +17,7 @@ from gateway.reporter import (
 )
 from gateway.routes import parse_upstream
 from gateway.span_json import SliceEncoder
-from gateway.span_payload import GzipSpanList, encode_slice, gzipped
+from gateway.span_payload import SPANS_PER_EXCHANGE, GzipSpanList, encode_slice, gzipped
 from gateway.spans import Exchange, local_endpoint
 from tests.support import ThreadedServer
 
