@@ -4,10 +4,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit bench loadtest soak fuzz clean
+.PHONY: run test lint typecheck unit bench bench-instructions loadtest soak fuzz clean
 
 $(STAMP): pyproject.toml setup.py gateway/_spanjson.c
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || tools/ensure-debian-packages.sh python3-venv
+	@# The span encoder's C extension (setup.py) needs a compiler and Python's headers.
+	@tools/ensure-debian-packages.sh gcc:gcc
+	@$(PYTHON) -c "import os, sysconfig; assert os.path.exists(sysconfig.get_path('include') + '/Python.h')" \
+		2>/dev/null || tools/ensure-debian-packages.sh python3-dev
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -31,6 +35,12 @@ bench: $(STAMP)
 	tools/ensure-debian-packages.sh nginx:nginx wrk:wrk taskset:util-linux
 	$(PY) bench/run.py
 
+# Tracing's cost in instructions per request under callgrind: the figure this machine's noise cannot move
+# (bench/instructions.py). make bench-instructions INSTRUCTIONS_ARGS="--keep /tmp/cg" lists where they go.
+bench-instructions: $(STAMP)
+	tools/ensure-debian-packages.sh nginx:nginx wrk:wrk taskset:util-linux valgrind:valgrind
+	$(PY) bench/instructions.py $(INSTRUCTIONS_ARGS)
+
 # Locust against the demo stack, which it starts and stops; proves every trace whole or absent (loadtest/README.md).
 # More load or locust options: make loadtest LOADTEST_ARGS="-u 50 -t 1m --misbehave voting=drop-spans -- --csv x"
 loadtest: $(STAMP)
@@ -49,4 +59,4 @@ fuzz: $(STAMP)
 	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
-	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis gateway/*.so

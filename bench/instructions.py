@@ -1,0 +1,174 @@
+"""`make bench-instructions`: what tracing costs the gateway, in instructions per request, under callgrind.
+
+On a shared machine requests/s move by a third from one minute to the next, so a tracing cost of a few percent
+drowns in the noise of `make bench`. callgrind counts instructions instead: the same figure for the same work,
+whatever else the machine is doing. This runs the gateway at each rate under `valgrind --tool=callgrind`, sends it
+the same wrk load (few connections: under valgrind it is about fifty times slower), counts only from the start of
+the load until its spans have reached the sink, and prints instructions per request, their ratio to rate 0.0, and
+where the difference is (the C functions with the largest inclusive difference per request).
+
+What it leaves out: cache misses and memory stalls, which cost time but not instructions. A reporter that batches
+by the flush interval sends smaller batches at this slow speed, so the POSTs weigh more per request here than in
+`make bench`. The ratio it prints is an upper bound on tracing's share of the work, not a requests/s ratio.
+
+Usage: .venv/bin/python bench/instructions.py [--seconds S] [--connections N] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import services
+import targets
+import wrk
+from plan import BODIES, GATEWAY_RATE_0, GATEWAY_RATE_1, TARGETS
+from services import LOOPBACK, Service
+
+TOOLS = ("valgrind", "callgrind_control", "callgrind_annotate", "wrk", "taskset", "nginx")
+RATE_TARGETS = [target for target in TARGETS if target.name in (GATEWAY_RATE_0, GATEWAY_RATE_1)]
+# Under valgrind the gateway takes tens of seconds to start.
+START_TIMEOUT = 300.0
+SPANS_DEADLINE = 60.0
+_TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
+_ANNOTATED = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+(\S.*)$")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        print(f"missing tools: {', '.join(missing)} (make bench-instructions installs them)", file=sys.stderr)
+        return 2
+    services.START_TIMEOUT = START_TIMEOUT
+    os.sched_setaffinity(0, [0])  # with the load, off the gateway's CPU
+    body = BODIES[0]
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        keep = Path(args.keep) if args.keep else workdir
+        keep.mkdir(parents=True, exist_ok=True)
+        upstream = targets.start_upstream(stack, workdir, [0])
+        sink = targets.start_sink(stack, workdir, [0])
+        counts: dict[str, tuple[int, int, Path]] = {}
+        for target in RATE_TARGETS:
+            out = keep / f"callgrind.{target.name}.out"
+            for stale in _dumps(out):
+                stale.unlink()
+            port = services.free_port()
+            env = targets.gateway_env(os.environ, target, port=port, upstream=upstream.url, sink=sink.url, extra={})
+            command = [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                "-m",
+                "gateway",
+            ]
+            cwd = workdir / target.name
+            cwd.mkdir()
+            gateway = services.start(
+                stack, target.name, command, cpus=[1], port=port, log_dir=workdir, env=env, cwd=cwd
+            )
+            url = f"http://{LOOPBACK}:{port}{body.path}"
+            _load(url, 3, args.connections)  # imports, pools and caches, uncounted
+            time.sleep(2)
+            before = _sink_spans(sink)
+            _callgrind(gateway, "--instr=on")
+            requests = _load(url, args.seconds, args.connections)
+            _wait_for_spans(sink, before + requests * 2 * (target.sample_rate or 0.0))
+            _callgrind(gateway, "--instr=off")
+            _callgrind(gateway, "--dump")
+            gateway.stop()
+            instructions = sum(int(match) for dump in _dumps(out) for match in _TOTALS.findall(dump.read_text())[:1])
+            counts[target.name] = (instructions, requests, out)
+            print(
+                f"{target.label}: {requests:,} requests, {_sink_spans(sink) - before:,} spans, "
+                f"{instructions / requests:,.0f} instructions per request",
+                flush=True,
+            )
+    base_instructions, base_requests, base_out = counts[GATEWAY_RATE_0]
+    traced_instructions, traced_requests, traced_out = counts[GATEWAY_RATE_1]
+    untraced, traced = base_instructions / base_requests, traced_instructions / traced_requests
+    print(
+        f"\nrate 1.0 costs {traced - untraced:,.0f} instructions more per request "
+        f"({traced / untraced:.3f}x rate 0.0; as a throughput ratio: {untraced / traced:.3f})"
+    )
+    if args.keep:
+        print("\nlargest differences per request, inclusive (callgrind_annotate):")
+        untraced_costs = _inclusive(base_out, base_requests)
+        traced_costs = _inclusive(traced_out, traced_requests)
+        names = sorted(
+            set(untraced_costs) | set(traced_costs),
+            key=lambda name: traced_costs.get(name, 0) - untraced_costs.get(name, 0),
+            reverse=True,
+        )
+        for name in names[: args.top]:
+            old, new = untraced_costs.get(name, 0.0), traced_costs.get(name, 0.0)
+            print(f"{old:>12,.0f} {new:>12,.0f} {new - old:>+10,.0f}  {name}")
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=30, help="seconds of counted load per rate (default 30)")
+    parser.add_argument("--connections", type=int, default=4, help="wrk -c (default 4)")
+    parser.add_argument("--keep", help="keep the callgrind files in this directory, and print the differences")
+    parser.add_argument("--top", type=int, default=40, help="functions listed with --keep (default 40)")
+    return parser.parse_args(argv)
+
+
+def _load(url: str, seconds: int, connections: int) -> int:
+    result, _ = wrk.run(url, cpus=[0], seconds=seconds, connections=connections, threads=1)
+    return result.requests
+
+
+def _callgrind(gateway: Service, option: str) -> None:
+    subprocess.run(["callgrind_control", option, str(gateway.pid)], check=True, capture_output=True, timeout=120)
+
+
+def _sink_spans(sink: Service) -> int:
+    with urllib.request.urlopen(f"{sink.url}/stats", timeout=10) as response:
+        return int(json.load(response)["spans"])
+
+
+def _wait_for_spans(sink: Service, expected: float) -> None:
+    deadline = time.monotonic() + SPANS_DEADLINE
+    while _sink_spans(sink) < expected * 0.99 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.5)  # the flush of the last partial batch, whose spans wrk's count may leave out
+
+
+def _dumps(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(out.name + "*"))
+
+
+def _inclusive(out: Path, requests: int) -> dict[str, float]:
+    costs: dict[str, float] = {}
+    for dump in _dumps(out):
+        annotated = subprocess.run(
+            ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(dump)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for line in annotated.splitlines():
+            if match := _ANNOTATED.match(line):
+                name = re.sub(r" \[.*", "", match.group(2).strip())
+                costs[name] = costs.get(name, 0.0) + int(match.group(1).replace(",", "")) / requests
+    return costs
+
+
+if __name__ == "__main__":
+    sys.exit(main())
