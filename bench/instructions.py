@@ -7,9 +7,10 @@ the same wrk load (few connections: under valgrind it is about fifty times slowe
 the load until its spans have reached the sink, and prints instructions per request, their ratio to rate 0.0, and
 where the difference is (the C functions with the largest inclusive difference per request).
 
-What it leaves out: cache misses and memory stalls, which cost time but not instructions. A reporter that batches
-by the flush interval sends smaller batches at this slow speed, so the POSTs weigh more per request here than in
-`make bench`. The ratio it prints is an upper bound on tracing's share of the work, not a requests/s ratio.
+At this slow speed a partial batch would go out at every flush interval, a few dozen spans per POST where
+`make bench` sends full ones, and each POST costs about two million instructions: the gateways run with a flush
+interval long enough for full batches (`--flush-interval`). What it leaves out: cache misses and memory stalls,
+which cost time but not instructions. The ratio it prints is one of work, not of requests/s.
 
 Usage: .venv/bin/python bench/instructions.py [--seconds S] [--connections N] [--keep DIR]
 """
@@ -28,6 +29,7 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from contextlib import ExitStack
+from itertools import zip_longest
 from pathlib import Path
 
 import services
@@ -41,7 +43,9 @@ RATE_TARGETS = [target for target in TARGETS if target.name in (GATEWAY_RATE_0, 
 # Under valgrind the gateway takes tens of seconds to start.
 START_TIMEOUT = 300.0
 SPANS_DEADLINE = 60.0
-_TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
+_TOTALS = re.compile(r"^totals:((?:\s+\d+)+)", re.MULTILINE)
+# The cache callgrind simulates as its last level: this CPU's L2, where the code and data of one core live.
+_L2_SIZE = Path("/sys/devices/system/cpu/cpu0/cache/index2/size")
 _ANNOTATED = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+(\S.*)$")
 
 
@@ -71,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "valgrind",
                 "--tool=callgrind",
                 "--instr-atstart=no",
+                *(_cache_options() if args.cache_sim else []),
                 f"--callgrind-out-file={out}",
                 sys.executable,
                 "-m",
@@ -82,20 +87,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stack, target.name, command, cpus=[1], port=port, log_dir=workdir, env=env, cwd=cwd
             )
             url = f"http://{LOOPBACK}:{port}{body.path}"
-            _load(url, 3, args.connections)  # imports, pools and caches, uncounted
-            time.sleep(2)
+            before = _sink_spans(sink)
+            warmup = _load(url, 3, args.connections)  # imports, pools and caches, uncounted
+            # Their spans too: with a long flush interval they would otherwise be sent, and counted, in the load's.
+            _wait_for_spans(sink, before + warmup * 2 * (target.sample_rate or 0.0), args.flush_interval)
             before = _sink_spans(sink)
             _callgrind(gateway, "--instr=on")
             requests = _load(url, args.seconds, args.connections)
-            _wait_for_spans(sink, before + requests * 2 * (target.sample_rate or 0.0))
+            _wait_for_spans(sink, before + requests * 2 * (target.sample_rate or 0.0), args.flush_interval)
             _callgrind(gateway, "--instr=off")
             _callgrind(gateway, "--dump")
             gateway.stop()
-            instructions = sum(int(match) for dump in _dumps(out) for match in _TOTALS.findall(dump.read_text())[:1])
+            totals = [sum(column) for column in zip_longest(*(_totals(dump) for dump in _dumps(out)), fillvalue=0)]
+            instructions = totals[0]
             counts[target.name] = (instructions, requests, out)
+            misses = ""
+            if args.cache_sim:  # events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+                misses = (
+                    f", L1 misses {sum(totals[3:6]) / requests:,.0f} and last-level misses "
+                    f"{sum(totals[6:9]) / requests:,.0f} per request"
+                )
             print(
                 f"{target.label}: {requests:,} requests, {_sink_spans(sink) - before:,} spans, "
-                f"{instructions / requests:,.0f} instructions per request",
+                f"{instructions / requests:,.0f} instructions per request{misses}",
                 flush=True,
             )
     base_instructions, base_requests, base_out = counts[GATEWAY_RATE_0]
@@ -124,6 +138,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=30, help="seconds of counted load per rate (default 30)")
     parser.add_argument("--connections", type=int, default=4, help="wrk -c (default 4)")
+    parser.add_argument(
+        "--flush-interval",
+        type=float,
+        default=10.0,
+        help="GATEWAY_REPORTER_FLUSH_INTERVAL of the gateways (default 10)",
+    )
+    parser.add_argument("--cache-sim", action="store_true", help="also simulate the L1 and L2 caches (slower)")
     parser.add_argument("--keep", help="keep the callgrind files in this directory, and print the differences")
     parser.add_argument("--top", type=int, default=40, help="functions listed with --keep (default 40)")
     return parser.parse_args(argv)
@@ -143,11 +164,21 @@ def _sink_spans(sink: Service) -> int:
         return int(json.load(response)["spans"])
 
 
-def _wait_for_spans(sink: Service, expected: float) -> None:
-    deadline = time.monotonic() + SPANS_DEADLINE
-    while _sink_spans(sink) < expected * 0.99 and time.monotonic() < deadline:
+def _wait_for_spans(sink: Service, expected: float, flush_interval: float) -> None:
+    deadline = time.monotonic() + flush_interval + SPANS_DEADLINE
+    while _sink_spans(sink) < expected and time.monotonic() < deadline:
         time.sleep(0.5)
-    time.sleep(1.5)  # the flush of the last partial batch, whose spans wrk's count may leave out
+
+
+def _totals(dump: Path) -> list[int]:
+    match = _TOTALS.search(dump.read_text())
+    return [int(count) for count in match.group(1).split()] if match else []
+
+
+def _cache_options() -> list[str]:
+    size = _L2_SIZE.read_text().strip() if _L2_SIZE.exists() else "1024K"
+    kilobytes = int(size.rstrip("K")) if size.endswith("K") else int(size.rstrip("M")) * 1024
+    return ["--cache-sim=yes", "--I1=32768,8,64", "--D1=32768,8,64", f"--LL={kilobytes * 1024},16,64"]
 
 
 def _dumps(out: Path) -> list[Path]:
