@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from figures import MB, Check, Run, Spread, Summary, cpu_ratio, overall, ratio, summarise
+from figures import MB, Check, Run, Spread, Summary, cpu_ratio, overall, paired_ratio, ratio, summarise
 from plan import NAIVE, NGINX, Body, Target
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: paired runs (round >= 1000) and paired_tracing_ratio
 COLUMNS = (
     "target",
     "req/s (min-max)",
@@ -85,6 +85,8 @@ def document(
             }
             for body in bodies
         },
+        # gateway-1.0's requests/s over gateway-0.0's in the alternating short runs after the rounds.
+        "paired_tracing_ratio": {body.name: _maybe(paired_ratio(runs, body.name)) for body in bodies},
         "checks": [asdict(check) for check in checks],
     }
 

@@ -28,15 +28,15 @@ import procfs
 import report
 import targets
 import wrk
-from figures import WARMUP, Check, ProcessMemory, Run, sink_check, target_checks, validity_checks
-from plan import BODIES, TARGETS, UPSTREAM, Body, Target
+from figures import PAIRED, WARMUP, Check, ProcessMemory, Run, sink_check, target_checks, validity_checks
+from plan import BODIES, GATEWAY_RATE_0, GATEWAY_RATE_1, TARGETS, UPSTREAM, Body, Target
 from services import LOOPBACK, Service, ServiceError
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_DIR = Path(__file__).resolve().parent.parent
 TOOLS = ("nginx", "wrk", "taskset")
-QUICK = {"rounds": 1, "duration": 2, "warmup": 1}
-DEFAULTS = {"rounds": 3, "duration": 10, "warmup": 2}
+QUICK = {"rounds": 1, "duration": 2, "warmup": 1, "pairs": 1, "pair_duration": 2}
+DEFAULTS = {"rounds": 3, "duration": 10, "warmup": 2, "pairs": 6, "pair_duration": 3}
 RSS_SAMPLE_SECONDS = 0.1
 PRECHECK_TIMEOUT = 30.0
 # After wrk stops, the spans of the last requests are still in the gateway's queue: it flushes a batch
@@ -79,6 +79,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=_positive, help=f"interleaved rounds (default {DEFAULTS['rounds']})")
     parser.add_argument("--duration", type=_positive, help=f"seconds per wrk run (default {DEFAULTS['duration']})")
     parser.add_argument("--warmup", type=_natural, help=f"unrecorded seconds first (default {DEFAULTS['warmup']})")
+    parser.add_argument(
+        "--pairs",
+        type=_natural,
+        help=f"pairs of short runs of the gateway at rates 0.0 and 1.0 after the rounds (default {DEFAULTS['pairs']})",
+    )
+    parser.add_argument(
+        "--pair-duration", type=_positive, help=f"seconds per paired run (default {DEFAULTS['pair_duration']})"
+    )
     parser.add_argument("--connections", type=_positive, default=32, help="wrk -c (default 32)")
     parser.add_argument("--threads", type=_positive, default=1, help="wrk -t (default 1)")
     parser.add_argument("--targets", type=_names({t.name for t in TARGETS}), help="comma-separated subset")
@@ -169,6 +177,14 @@ class Bench:
             for body in self.bodies:
                 for target in order:
                     self.measure(target, body, round_, self.args.duration)
+        # Then the two rates of the gateway, back to back in short runs, in turn first (A B, B A, ...): a second
+        # estimate of tracing's cost, whose two sides saw the machine seconds apart.
+        pair = [t for t in ready if t.name in (GATEWAY_RATE_0, GATEWAY_RATE_1)]
+        if len(pair) == 2:
+            for body in self.bodies:
+                for index in range(self.args.pairs):
+                    for target in pair if index % 2 == 0 else pair[::-1]:
+                        self.measure(target, body, PAIRED + index, self.args.pair_duration)
 
     def measure(self, target: Target, body: Body, round_: int, seconds: int) -> None:
         service = self.services[target.name]
@@ -296,6 +312,8 @@ class Bench:
                 "rounds": a.rounds,
                 "duration_s": a.duration,
                 "warmup_s": a.warmup,
+                "pairs": a.pairs,
+                "pair_duration_s": a.pair_duration,
                 "wrk_connections": a.connections,
                 "wrk_threads": a.threads,
                 "gateway_env": self.gateway_env,
@@ -371,7 +389,12 @@ def _choose_cpus(load: list[int] | None, proxy: list[int] | None) -> tuple[list[
 
 
 def _progress(run: Run, rounds: int) -> str:
-    label = "warm-up" if run.round == WARMUP else f"round {run.round + 1}/{rounds}"
+    if run.round == WARMUP:
+        label = "warm-up"
+    elif run.round >= PAIRED:
+        label = f"pair {run.round - PAIRED + 1}"
+    else:
+        label = f"round {run.round + 1}/{rounds}"
     spans = "" if run.spans_per_request is None else f"  spans/req {run.spans_per_request:.2f}"
     errors = "" if run.wrk.clean else f"  ERRORS: {run.wrk.bad_status} bad, {run.wrk.socket_errors}"
     return (

@@ -10,6 +10,7 @@ import pytest
 from figures import (
     FAIL,
     NOT_AVAILABLE,
+    PAIRED,
     PASS,
     WARMUP,
     Check,
@@ -17,6 +18,7 @@ from figures import (
     Run,
     cpu_ratio,
     memory_over,
+    paired_ratio,
     ratio,
     summarise,
     target_checks,
@@ -157,6 +159,29 @@ def test_target_checks_pass_and_fail_on_the_issue_thresholds() -> None:
     checks = target_checks(slower, ["small"], [GATEWAY_RATE_0, GATEWAY_RATE_1])
     assert _statuses(checks, "6x") == [FAIL]
     assert _statuses(checks, "0.85x") == [FAIL]
+
+
+def test_paired_runs_make_their_own_ratio_and_stay_out_of_the_rounds_figures() -> None:
+    rounds = [_run(GATEWAY_RATE_0, 1000, 0), _run(GATEWAY_RATE_1, 800, 0), _run(NAIVE, 100, 0)]
+    pairs = [
+        _run(GATEWAY_RATE_0, 1000, PAIRED),
+        _run(GATEWAY_RATE_1, 900, PAIRED),
+        _run(GATEWAY_RATE_1, 3000, PAIRED + 1),  # B first in odd pairs
+        _run(GATEWAY_RATE_0, 2000, PAIRED + 1),
+        _run(GATEWAY_RATE_0, 10, PAIRED + 2),  # a pair cut short: no ratio
+    ]
+    runs = rounds + pairs
+    found = paired_ratio(runs, "small")
+    assert found is not None and (found.median, found.low, found.high) == (1.2, 0.9, 1.5)
+    assert paired_ratio(rounds, "small") is None
+    # The rounds' figures are the rounds' alone.
+    rounds_ratio = ratio(runs, GATEWAY_RATE_1, GATEWAY_RATE_0, "small")
+    assert rounds_ratio is not None and rounds_ratio.median == 0.8
+    assert summarise(runs)[(GATEWAY_RATE_0, "small")].rounds == 1
+    # Shown beside the rounds' ratio, which alone decides the check.
+    [check] = [check for check in target_checks(runs, ["small"], []) if "0.85x" in check.name]
+    assert check.status == FAIL
+    assert "in alternating pairs of short runs 1.200x (0.900-1.500)" in check.detail
 
 
 def test_target_checks_are_not_available_without_the_gateway() -> None:
