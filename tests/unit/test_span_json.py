@@ -15,43 +15,23 @@ from gateway import span_json
 from gateway.context import MAX_64BIT, MAX_128BIT
 from gateway.routes import RESERVED_TAGS, parse_upstream
 from gateway.span_json import MAX_CACHED_HOSTS, NATIVE, SliceEncoder
-from gateway.spans import Exchange, local_endpoint, span_dicts
+from gateway.spans import Exchange, span_dicts
+from tests.unit.test_spans import LOCAL, make_exchange
 
-LOCAL = local_endpoint("ingress-gateway", "10.0.0.5", 8080)
 UPSTREAMS = [
-    parse_upstream("http://web-svc.emojivoto:80"),
+    parse_upstream("http://web-svc.emojivoto:80"),  # make_exchange's
     parse_upstream("http://127.0.0.1:8081"),
     parse_upstream("https://[2001:db8::1]:8443/base"),
 ]
 CLIENT_HOSTS = ["203.0.113.7", "2001:db8::7", "::ffff:192.0.2.1", "0.0.0.0", "testclient", "", None]
 
-native_only = pytest.mark.skipif(not NATIVE, reason="gateway._spanjson is not built")
-
 
 def exchange(**overrides: Any) -> Exchange:
-    fields: dict[str, Any] = {
-        "trace_id": 0x463AC35C9F6413AD48485A3953BB6124,
-        "server_span_id": 0xA2FB4A1D1A96D312,
-        "client_span_id": 0x0020000000000001,
-        "parent_id": None,
-        "debug": False,
-        "name": "GET emojivoto-api",
-        "method": "GET",
-        "path": "/api/list",
-        "host": "emojivoto.example.com",
-        "status_code": 200,
-        "upstream_status_code": 200,
-        "error": None,
-        "client_host": "203.0.113.7",
-        "client_port": 4000,
-        "upstream": UPSTREAMS[0],
-        "server_start": 1_700_000_000.25,
-        "server_duration": 0.015625,
-        "client_start": 1_700_000_000.25 + 0.0009765625,
-        "client_duration": 0.0078125,
-    }
-    fields.update(overrides)
-    return Exchange(**fields)
+    """make_exchange's, with one upstream object throughout: the encoder caches an upstream by identity."""
+    return make_exchange(**{"upstream": UPSTREAMS[0], **overrides})
+
+
+native_only = pytest.mark.skipif(not NATIVE, reason="gateway._spanjson is not built")
 
 
 def python_json(exchanges: list[Exchange]) -> list[Any]:
