@@ -109,10 +109,10 @@ def build_spans(exchange: Exchange, local: Endpoint) -> tuple[Span, Span]:
 def span_dicts(exchange: Exchange, local: Endpoint) -> tuple[SpanJSON, SpanJSON]:
     """The two spans of ``build_spans`` as Zipkin v2 JSON values, written straight from the exchange.
 
-    This is the reporter's path: the same values py_zipkin's encoder gives for ``build_spans``'s spans (a property
-    test holds the two to each other), without making two ``Span`` objects and reading them back, which was a
-    third of the reporter's cost per sampled request and most of the gap between sampling 100% and 0%
-    (docs/performance.md). Endpoints are encoded once each by py_zipkin and cached.
+    The same values py_zipkin's encoder gives for ``build_spans``'s spans (a property test holds the two to each
+    other), without making two ``Span`` objects and reading them back. The reporter writes spans in C
+    (``gateway/_spanjson.c``), with this as its fallback and the reference it is tested against. Endpoints are
+    encoded once each by py_zipkin and cached.
     """
     trace_id = _trace_id_hex(exchange.trace_id)
     server_id = f"{exchange.server_span_id:016x}"
