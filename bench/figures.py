@@ -131,7 +131,7 @@ def memory_over(runs: Iterable[Run]) -> tuple[ProcessMemory, ...]:
 
 def ratio(runs: Sequence[Run], target: str, reference: str, body: str) -> Spread | None:
     """`target`'s requests/s over `reference`'s, round by round, so that both saw the same noise."""
-    return _per_round(runs, target, reference, body, lambda run: run.wrk.requests_per_second)
+    return _per_round(runs, target, reference, body, _requests_per_second)
 
 
 def paired_ratio(runs: Sequence[Run], body: str) -> Spread | None:
@@ -140,9 +140,7 @@ def paired_ratio(runs: Sequence[Run], body: str) -> Spread | None:
     A pair's two runs are seconds apart, where two targets of a round can be a minute apart: on a machine whose
     speed moves by a third from one minute to the next, the closer in time, the more alike the noise.
     """
-    return _per_round(
-        runs, GATEWAY_RATE_1, GATEWAY_RATE_0, body, lambda run: run.wrk.requests_per_second, select=paired
-    )
+    return _per_round(runs, GATEWAY_RATE_1, GATEWAY_RATE_0, body, _requests_per_second, select=paired)
 
 
 def cpu_ratio(runs: Sequence[Run], target: str, reference: str, body: str) -> Spread | None:
@@ -204,6 +202,10 @@ def _summary(runs: Sequence[Run]) -> Summary:
         other_busy_percent=Spread.of(run.other_busy_percent for run in runs),
         memory=memory_over(runs),
     )
+
+
+def _requests_per_second(run: Run) -> float:
+    return run.wrk.requests_per_second
 
 
 def _per_round(

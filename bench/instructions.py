@@ -12,7 +12,7 @@ At this slow speed a partial batch would go out at every flush interval, a few d
 interval long enough for full batches (`--flush-interval`). What it leaves out: cache misses and memory stalls,
 which cost time but not instructions. The ratio it prints is one of work, not of requests/s.
 
-Usage: .venv/bin/python bench/instructions.py [--seconds S] [--connections N] [--keep DIR]
+Usage: .venv/bin/python bench/instructions.py [--seconds S] [--connections N] [--cache-sim] [--keep DIR]; see --help.
 """
 
 from __future__ import annotations
@@ -90,11 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             before = _sink_spans(sink)
             warmup = _load(url, 3, args.connections)  # imports, pools and caches, uncounted
             # Their spans too: with a long flush interval they would otherwise be sent, and counted, in the load's.
-            _wait_for_spans(sink, before + warmup * 2 * (target.sample_rate or 0.0), args.flush_interval)
+            _wait_for_spans(sink, before + warmup * (target.spans_per_request or 0.0), args.flush_interval)
             before = _sink_spans(sink)
             _callgrind(gateway, "--instr=on")
             requests = _load(url, args.seconds, args.connections)
-            _wait_for_spans(sink, before + requests * 2 * (target.sample_rate or 0.0), args.flush_interval)
+            _wait_for_spans(sink, before + requests * (target.spans_per_request or 0.0), args.flush_interval)
             _callgrind(gateway, "--instr=off")
             _callgrind(gateway, "--dump")
             gateway.stop()
@@ -189,7 +189,8 @@ def _inclusive(out: Path, requests: int) -> dict[str, float]:
     costs: dict[str, float] = {}
     for dump in _dumps(out):
         annotated = subprocess.run(
-            ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(dump)],
+            # Instructions only: with --cache-sim the other events would be columns of their own.
+            ["callgrind_annotate", "--inclusive=yes", "--threshold=100", "--show=Ir", "--sort=Ir", str(dump)],
             capture_output=True,
             text=True,
             check=True,
