@@ -18,7 +18,6 @@ Usage: .venv/bin/python bench/instructions.py [--seconds S] [--connections N] [-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -26,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from contextlib import ExitStack
 from itertools import zip_longest
@@ -160,8 +158,7 @@ def _callgrind(gateway: Service, option: str) -> None:
 
 
 def _sink_spans(sink: Service) -> int:
-    with urllib.request.urlopen(f"{sink.url}/stats", timeout=10) as response:
-        return int(json.load(response)["spans"])
+    return targets.sink_stats(sink)["spans"]
 
 
 def _wait_for_spans(sink: Service, expected: float, flush_interval: float) -> None:

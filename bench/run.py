@@ -253,11 +253,7 @@ class Bench:
 
     def read_sink_stats(self) -> dict[str, int]:
         assert self._sink is not None
-        status, body = _get(self._sink.port, "/stats")
-        if status != 200:
-            raise ServiceError(f"span sink answered {status} to GET /stats")
-        stats: dict[str, int] = json.loads(body)
-        return stats
+        return targets.sink_stats(self._sink)
 
     def checks(self) -> list[Check]:
         gateways = [t.name for t in self.targets if t.is_gateway]

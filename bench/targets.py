@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from plan import BODIES, GATEWAY_2_WORKERS, GATEWAY_RATE_0, GATEWAY_RATE_1, NAIVE, NGINX, UPSTREAM, Target
 from services import LOOPBACK, Service, ServiceError, free_port, start
+from span_sink import STATS_PATH
 
 BENCH_DIR = Path(__file__).resolve().parent
 GATEWAY_SCRIPT = Path(sys.executable).parent / "ingress-gateway"
@@ -110,6 +113,21 @@ def start_sink(stack: ExitStack, workdir: Path, cpus: Sequence[int]) -> Service:
     port = free_port()
     args = [sys.executable, str(BENCH_DIR / "span_sink.py"), str(port)]
     return start(stack, "span-sink", args, cpus=cpus, port=port, log_dir=workdir)
+
+
+def sink_stats(sink: Service) -> dict[str, int]:
+    """The span sink's counters (``GET /stats``): spans, POSTs, POSTs parsed in full, rejected, bytes."""
+    connection = http.client.HTTPConnection(LOOPBACK, sink.port, timeout=5.0)
+    try:
+        connection.request("GET", STATS_PATH)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise ServiceError(f"span sink answered {response.status} to GET {STATS_PATH}")
+    stats: dict[str, int] = json.loads(body)
+    return stats
 
 
 def start_target(
