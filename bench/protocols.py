@@ -194,8 +194,16 @@ class ProtocolBench:
         cwd = self.workdir / f"gateway-{row.name}"
         cwd.mkdir()
         command = [str(targets.GATEWAY_SCRIPT)]
-        gateway = services.start(self.stack, f"gateway-{row.name}", command, cpus=self.proxy, port=port,
-                                 log_dir=self.workdir, env=env, cwd=cwd)  # fmt: skip
+        gateway = services.start(
+            self.stack,
+            f"gateway-{row.name}",
+            command,
+            cpus=self.proxy,
+            port=port,
+            log_dir=self.workdir,
+            env=env,
+            cwd=cwd,
+        )
         problem = self._probe(row, port)
         if problem is not None:
             gateway.stop()
@@ -230,32 +238,29 @@ class ProtocolBench:
         raise ValueError("a run needs a duration")
 
     def _load(self, row: Row, port: int, seconds: int) -> tuple[int, int, float, float, str]:
+        """(answered, failed, seconds, per second, latency) of one run."""
         if row.name == "http1-tls":
-            result, _ = wrk.run(
-                f"https://{LOOPBACK}:{port}{SMALL.path}", cpus=self.load, seconds=seconds,
-                connections=CONNECTIONS, threads=1,
-            )  # fmt: skip
-            failed = result.bad_status + sum(result.socket_errors.values())
-            latency = f"p99 {result.latency_ms['99']:.2f} ms"
-            return result.requests, failed, result.seconds, result.requests_per_second, latency
+            return self._wrk_load(port, seconds)
         if row.name == "websocket":
-            url = f"ws://{LOOPBACK}:{port}/ws"
-            args = [*_pinned(self.load), sys.executable, str(BENCH_DIR / "ws_load.py"), "load", url,
-                    str(CONNECTIONS), str(seconds), str(WS_MESSAGE_BYTES)]  # fmt: skip
-            done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60, check=True)
-            figures = json.loads(done.stdout)
-            return (
-                figures["messages"], figures["failed"], figures["seconds"], figures["messages_per_second"],
-                f"p99 {figures['p99_ms']:.2f} ms",
-            )  # fmt: skip
-        result, _ = h2load.run(self._h2load_args(row, port, seconds=seconds), timeout=seconds)
-        return (
-            result.requests,
-            result.failed,
-            result.seconds,
-            result.requests_per_second,
-            f"mean {result.mean_ms:.2f} ms",
-        )
+            return self._websocket_load(port, seconds)
+        done, _ = h2load.run(self._h2load_args(row, port, seconds=seconds), timeout=seconds)
+        return done.requests, done.failed, done.seconds, done.requests_per_second, f"mean {done.mean_ms:.2f} ms"
+
+    def _wrk_load(self, port: int, seconds: int) -> tuple[int, int, float, float, str]:
+        url = f"https://{LOOPBACK}:{port}{SMALL.path}"
+        done, _ = wrk.run(url, cpus=self.load, seconds=seconds, connections=CONNECTIONS, threads=1)
+        failed = done.bad_status + sum(done.socket_errors.values())
+        latency = f"p99 {done.latency_ms['99']:.2f} ms"
+        return done.requests, failed, done.seconds, done.requests_per_second, latency
+
+    def _websocket_load(self, port: int, seconds: int) -> tuple[int, int, float, float, str]:
+        url = f"ws://{LOOPBACK}:{port}/ws"
+        client = [sys.executable, str(BENCH_DIR / "ws_load.py"), "load", url, str(CONNECTIONS), str(seconds)]
+        args = [*_pinned(self.load), *client, str(WS_MESSAGE_BYTES)]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60, check=True)
+        figures = json.loads(done.stdout)
+        latency = f"p99 {figures['p99_ms']:.2f} ms"
+        return figures["messages"], figures["failed"], figures["seconds"], figures["messages_per_second"], latency
 
     def _h2load_args(self, row: Row, port: int, *, seconds: int | None) -> list[str]:
         scheme = "https" if row.tls else "http"
@@ -296,9 +301,10 @@ def _pinned(cpus: Sequence[int]) -> list[str]:
 
 
 def _write_results(results: list[dict[str, object]], args: argparse.Namespace) -> Path:
-    args.results_dir.mkdir(parents=True, exist_ok=True)
+    directory: Path = args.results_dir
+    directory.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
-    path = args.results_dir / f"protocols-{started:%Y%m%dT%H%M%SZ}{'-quick' if args.quick else ''}.json"
+    path = directory / f"protocols-{started:%Y%m%dT%H%M%SZ}{'-quick' if args.quick else ''}.json"
     document = {"finished_at": started.isoformat(), "command": [sys.executable, *sys.argv], "rows": results}
     path.write_text(json.dumps(document, indent=1))
     return path
