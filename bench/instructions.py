@@ -70,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stale.unlink()
             port = services.free_port()
             # Its defaults otherwise, as `make bench` runs it: the access log's lines are counted too.
-            flush = {"GATEWAY_REPORTER_FLUSH_INTERVAL": str(args.flush_interval)}
-            env = targets.gateway_env(os.environ, target, port=port, upstream=upstream.url, sink=sink.url, extra=flush)
+            extra = {"GATEWAY_REPORTER_FLUSH_INTERVAL": str(args.flush_interval), **args.gateway_env}
+            env = targets.gateway_env(os.environ, target, port=port, upstream=upstream.url, sink=sink.url, extra=extra)
             command = [
                 "valgrind",
                 "--tool=callgrind",
@@ -148,7 +148,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache-sim", action="store_true", help="also simulate the L1 and L2 caches (slower)")
     parser.add_argument("--keep", help="keep the callgrind files in this directory, and print the differences")
     parser.add_argument("--top", type=int, default=40, help="functions listed with --keep (default 40)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra gateway setting, repeatable (e.g. GATEWAY_ACCESS_LOG=false, to count what the access log costs)",
+    )
+    args = parser.parse_args(argv)
+    if any("=" not in item for item in args.gateway_env):
+        parser.error("--gateway-env takes NAME=VALUE")
+    args.gateway_env = dict(item.split("=", 1) for item in args.gateway_env)
+    return args
 
 
 def _load(url: str, seconds: int, connections: int) -> int:
