@@ -210,3 +210,14 @@ async def test_the_access_line_names_the_route(gateway_with_routes, caplog, capf
     lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if '"gateway.access"' in line]
     [line] = [line for line in lines if line["logger"] == "gateway.access"]
     assert (line["route"], line["path"], line["status"]) == ("api", "/x", 200)
+
+
+@pytest.mark.parametrize(("access_log", "level"), [(False, logging.INFO), (True, logging.WARNING)])
+async def test_no_access_line_when_it_is_off_or_the_level_is_above_info(
+    gateway_with_routes, caplog, capfd, access_log, level
+):
+    caplog.set_level(level, logger="gateway.access")
+    routes = "routes:\n  - {name: api, upstream: UPSTREAM}\n"
+    async with gateway_with_routes(routes, access_log=access_log) as (http, _, __):
+        assert (await http.get("/x")).status_code == 200
+    assert '"gateway.access"' not in capfd.readouterr().err
