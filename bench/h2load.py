@@ -6,13 +6,13 @@ percentiles, only the min, max, mean and standard deviation of the time per requ
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from services import run_to_completion
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1_000.0}
 _FINISHED = re.compile(r"^finished in ([\d.]+)(us|ms|s), ([\d.]+) req/s", re.MULTILINE)
@@ -82,18 +82,12 @@ def command(
 
 def run(args: Sequence[str], timeout: float) -> tuple[H2loadResult, str]:
     """Run h2load to completion (bounded in time) and return its figures and its raw report."""
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        output, _ = process.communicate(timeout=timeout + _GRACE_SECONDS)
+        status, report = run_to_completion(args, timeout + _GRACE_SECONDS)
     except subprocess.TimeoutExpired as exc:
         raise H2loadError(f"h2load did not finish within {timeout + _GRACE_SECONDS}s: {' '.join(args)}") from exc
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-    report = output.decode(errors="replace")
-    if process.returncode != 0:
-        raise H2loadError(f"h2load exited with {process.returncode}:\n{report}")
+    if status != 0:
+        raise H2loadError(f"h2load exited with {status}:\n{report}")
     return parse(report), report
 
 
