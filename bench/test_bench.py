@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import os
 import shutil
 import subprocess
+import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -44,9 +48,11 @@ from procfs import CpuTicks, busy_percent, parse_cpu_ticks, parse_stat
 from protocol_targets import ProxyPorts, grpc_responder_config, write_certificates, write_grpc_files
 from protocol_targets import proxy_config as protocol_proxy_config
 from report import table
+from services import free_port, start
 from span_sink import CHECK_EVERY, SpanSink
 from targets import gateway_defaults, gateway_env, proxy_config, upstream_config
 from wrk import WrkError, WrkResult, parse
+from ws_load import load as ws_load
 
 REPORT = """\
 Running 10s test @ http://127.0.0.1:8080/small
@@ -381,3 +387,14 @@ def test_the_protocol_nginx_configs_pass_nginx_t(tmp_path: Path) -> None:
             ["nginx", "-t", "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"], capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
+
+
+def test_the_websocket_load_client_counts_echoed_messages(tmp_path: Path) -> None:
+    stack = ExitStack()
+    with stack:
+        port = free_port()
+        echo = [sys.executable, str(Path(__file__).with_name("ws_load.py")), "echo", str(port)]
+        start(stack, "ws-echo", echo, cpus=sorted(os.sched_getaffinity(0)), port=port, log_dir=tmp_path)
+        figures = asyncio.run(ws_load(f"ws://127.0.0.1:{port}/ws", connections=2, seconds=0.3, size=64))
+    assert figures["messages"] > 0 and figures["failed"] == 0
+    assert figures["p99_ms"] > 0
