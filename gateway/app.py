@@ -17,6 +17,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from gateway.access_line import access_line
+from gateway.access_log import AccessLogWriter
 from gateway.config_view import View, reload_record, worker_view
 from gateway.context import NO_CONTEXT, IdGenerator, RandomIdGenerator, TraceContext
 from gateway.forwarding import downstream_response_headers, upstream_request_headers
@@ -29,8 +31,8 @@ from gateway.proxy import HttpxUpstream, Upstream, UpstreamError, UpstreamReques
 from gateway.reload import LoadedRoutes, ReloadOutcome, RouteReloader, load_route_file
 from gateway.reporter import DisabledReporter, HttpSpanSender, Reporter, SpanReporter
 from gateway.routes import Route, parse_upstream
-from gateway.routing import DEFAULT_ROUTE_NAME, ActiveRoute, Counter, Defaults, build_routing, decision_labels
-from gateway.sampling import Decision, TracesPerSecondCap, decide
+from gateway.routing import DEFAULT_ROUTE_NAME, Counter, Defaults, build_routing, decision_labels
+from gateway.sampling import TracesPerSecondCap, decide
 from gateway.settings import Propagation, Settings
 from gateway.spans import Exchange, local_endpoint
 from gateway.trust import TrustedNetworks
@@ -150,6 +152,13 @@ class Gateway:
         }
         self._ignored_untrusted = self.metrics.trace_headers_ignored.labels("untrusted")
         self._ignored_tracestate = self.metrics.trace_headers_ignored.labels(MALFORMED_TRACESTATE)
+        self._access_log = self._access_log_writer()
+
+    def _access_log_writer(self) -> AccessLogWriter | None:
+        # A GATEWAY_LOG_LEVEL above info silences the access lines, as it did when they were `logging` records.
+        if not self.settings.access_log or not access_logger.isEnabledFor(logging.INFO):
+            return None
+        return AccessLogWriter(self.metrics.access_log_dropped_lines, self.settings.access_log_buffer_bytes)
 
     def _default_reporter(self) -> SpanReporter:
         settings = self.settings
@@ -175,6 +184,8 @@ class Gateway:
             raise RuntimeError(f"unsupported ASGI scope type {scope['type']!r}")
 
     async def startup(self) -> None:
+        if self._access_log is not None:
+            self._access_log.start()
         self._upstream = self._upstream_override or create_upstream(self.settings)
         await self.reporter.start()
         if self._reloader is not None:
@@ -199,6 +210,9 @@ class Gateway:
             await self._upstream.aclose()
         if self._state_file is not None:
             self._state_file.unlink(missing_ok=True)
+        if self._access_log is not None:
+            # In a thread: with stderr blocked, the wait is the shutdown timeout, and the loop must not stop for it.
+            await asyncio.to_thread(self._access_log.stop, self.settings.shutdown_timeout)
 
     async def reload_routes(self) -> bool:
         """Reload the route file now, as SIGHUP does; False when there is none or it was rejected."""
@@ -363,8 +377,22 @@ class Gateway:
                     ),
                     reserved,
                 )
-            if self.settings.access_log:
-                _log_access(method, path, route, relay, trace_id, decision, client_host, finished - started)
+            if self._access_log is not None:
+                self._access_log.write(
+                    access_line(
+                        time.time(),
+                        method,
+                        path,
+                        relay.status,
+                        finished - started,
+                        trace_id,
+                        route.name,
+                        decision.sampled,
+                        decision.reason,
+                        client_host,
+                        relay.error,
+                    )
+                )
 
     def _trace_response(self, trace_id: int, span_id: int, sampled: bool) -> list[tuple[bytes, bytes]]:
         if not self.settings.trace_response_header:
@@ -556,33 +584,3 @@ class _RouteMetrics:
 
     def rate_gauge(self, route: str) -> Callable[[float], None]:
         return self._metrics.route_sample_rate.labels(route).set
-
-
-def _log_access(
-    method: str,
-    path: str,
-    route: ActiveRoute,
-    relay: _Relay,
-    trace_id: int,
-    decision: Decision,
-    client_host: str | None,
-    duration: float,
-) -> None:
-    access_logger.info(
-        "%s %s %s",
-        method,
-        path,
-        relay.status,
-        extra={
-            "method": method,
-            "path": path,
-            "status": relay.status,
-            "duration_ms": round(duration * 1000, 3),
-            "trace_id": f"{trace_id:032x}" if trace_id >> 64 else f"{trace_id:016x}",
-            "route": route.name,
-            "sampled": decision.sampled,
-            "reason": decision.reason,
-            "client": client_host,
-            "error": relay.error,
-        },
-    )

@@ -102,6 +102,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
+        # The access log (gateway/access_log.py).
+        self.access_log_dropped_lines = Counter(
+            "gateway_access_log_dropped_lines",
+            "Access lines dropped because stderr did not keep up (a full pipe, a stuck log collector).",
+            registry=reg,
+        )
         self.ready = Gauge("gateway_worker_ready", "Workers ready to serve.", registry=reg, multiprocess_mode="livesum")
         self._create_children()
 

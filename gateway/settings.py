@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(20.0, gt=0.0, le=600.0)
     log_level: LogLevel = "info"
     access_log: bool = True
+    # The access log's buffer (gateway/access_log.py): lines beyond it are dropped while stderr does not keep up.
+    access_log_buffer_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
 
     @model_validator(mode="after")
     def _needs_an_upstream(self) -> Settings:
