@@ -52,8 +52,9 @@ def settings_help() -> str:
     lines = ["settings (environment variables):"]
     for name, info in Settings.model_fields.items():
         default = _shown_default(info.get_default(call_default_factory=True))
-        text = f"{info.description} (default: {default})"
-        wrapped = textwrap.wrap(text, width=120 - _NAME_WIDTH - 2) or [""]
+        # "(default: x)" stays on one line, so that a reader (or grep) finds it whole.
+        text = f"{info.description} (default:\0{default})"
+        wrapped = [line.replace("\0", " ") for line in textwrap.wrap(text, width=120 - _NAME_WIDTH - 2)] or [""]
         lines.append(f"  {env_name(name):<{_NAME_WIDTH}}{wrapped[0]}")
         lines.extend(f"  {'':<{_NAME_WIDTH}}{line}" for line in wrapped[1:])
     return "\n".join(lines)
