@@ -24,7 +24,7 @@ SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_c
 
 def exposed_names() -> set[str]:
     """Every sample name the gateway's registry exposes, whether or not a labelled child exists yet."""
-    names = set()
+    names: set[str] = set()
     for family in Metrics(CollectorRegistry()).registry.collect():
         names.update(family.name + suffix for suffix in SUFFIXES[family.type])
     return names
