@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -60,13 +61,32 @@ def _unless_service_link(value: object) -> object:
     return value
 
 
+def _network_without_host_bits(value: object) -> object:
+    # pydantic's own message ("value is not a valid IPv4 or IPv6 network") says neither what is wrong nor what is
+    # expected.
+    if isinstance(value, str):
+        try:
+            ip_network(value, strict=True)
+        except ValueError:
+            try:
+                network = ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError("must be a network such as 10.0.0.0/8 or fd00::/8") from None
+            raise ValueError(f"has host bits set: the network is {network}") from None
+    return value
+
+
+Network = Annotated[IPvAnyNetwork, BeforeValidator(_network_without_host_bits)]
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 
 
 class Settings(BaseSettings):
     """Every setting, with the description that `ingress-gateway --help` and the README's table show."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True)
+    # An empty variable is an unset one (`GATEWAY_ROUTES_FILE=` in a ConfigMap means no route file, not ".").
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     host: str = Field("0.0.0.0", description="address the proxy (and the admin listener) listens on")
     port: Annotated[int, BeforeValidator(_unless_service_link)] = Field(
@@ -114,7 +134,7 @@ class Settings(BaseSettings):
         0.0, ge=0.0, description="cap on newly sampled traces per second per process; 0 = no cap"
     )
     trust_incoming_trace: bool = Field(False, description="honour trace context and decisions sent by every client")
-    trusted_cidrs: Annotated[list[IPvAnyNetwork], NoDecode, BeforeValidator(_split_commas)] = Field(
+    trusted_cidrs: Annotated[list[Network], NoDecode, BeforeValidator(_split_commas)] = Field(
         [], description="comma-separated client networks whose trace context is honoured"
     )
     trace_id_128bit: bool = Field(True, description="128-bit trace ids (else 64-bit)")

@@ -140,7 +140,6 @@ BAD_VALUES = {
     "GATEWAY_LOG_LEVEL": "loud",
     "GATEWAY_PRESERVE_HOST": "maybe",
     "GATEWAY_WORKERS": "0",
-    "GATEWAY_SERVICE_NAME": "",
 }
 
 
@@ -161,3 +160,19 @@ def test_an_upstream_url_with_credentials_is_not_echoed(settings_from_env):
 def test_has_exporter_is_the_zipkin_url(settings_from_env):
     assert not has_exporter(settings_from_env(**BASE))
     assert has_exporter(settings_from_env(**BASE, GATEWAY_ZIPKIN_URL="http://collector:9411/api/v2/spans"))
+
+
+def test_an_empty_variable_means_the_default(settings_from_env):
+    settings = settings_from_env(**BASE, GATEWAY_ROUTES_FILE="", GATEWAY_SAMPLE_RATE="", GATEWAY_PROPAGATION="")
+    assert (settings.routes_file, settings.sample_rate, settings.propagation) == (None, 0.5, [Propagation.B3_MULTI])
+
+
+@pytest.mark.parametrize(
+    ("value", "line"),
+    [
+        ("10.0.0.1/8", "GATEWAY_TRUSTED_CIDRS: has host bits set: the network is 10.0.0.0/8 (got '10.0.0.1/8')"),
+        ("10.0.0.0/33", "GATEWAY_TRUSTED_CIDRS: must be a network such as 10.0.0.0/8 or fd00::/8 (got '10.0.0.0/33')"),
+    ],
+)
+def test_a_bad_network_says_what_is_expected(settings_from_env, value, line):
+    assert errors_of(settings_from_env, **BASE, GATEWAY_TRUSTED_CIDRS=value) == [line]
