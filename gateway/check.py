@@ -18,7 +18,7 @@ from gateway.environment import environment_warnings, gateway_variables
 from gateway.masking import mask_header_values, mask_url
 from gateway.reload import LoadedRoutes
 from gateway.routes import Route, RouteFileError
-from gateway.settings import Settings, describe, env_name, has_exporter
+from gateway.settings import EXPORTER_URLS, Settings, describe, env_name, exporters, has_exporter
 
 Check = Callable[[Settings], list[str]]
 
@@ -81,7 +81,7 @@ def check(checks: list[Check] | None = None) -> Report:
 
 NO_EXPORTER_WARNING = (
     "no span exporter configured: no new trace is sampled (X-B3-Sampled: 0, reason no_exporter); "
-    "set GATEWAY_ZIPKIN_URL to turn tracing on"
+    f"set {' or '.join(env_name(name) for name in EXPORTER_URLS)} to turn tracing on"
 )
 
 
@@ -127,7 +127,7 @@ def in_force(settings: Settings, loaded: LoadedRoutes | None, default: Route | N
 
 
 def _exporters(settings: Settings) -> dict[str, str]:
-    return {"zipkin": mask_url(settings.zipkin_url)} if settings.zipkin_url else {}
+    return {name: mask_url(url) for name, url in exporters(settings).items()}
 
 
 def _is_secret(name: str) -> bool:

@@ -172,10 +172,19 @@ class Settings(BaseSettings):
         return self
 
 
+# The settings that each turn a span exporter on, named `<exporter>_url`; a branch that adds an exporter adds its own.
+EXPORTER_URLS = ("zipkin_url",)
+
+
+def exporters(settings: Settings) -> dict[str, str]:
+    """The exporters configured, by name ("zipkin"), with their URLs."""
+    return {name.removesuffix("_url"): getattr(settings, name) for name in EXPORTER_URLS if getattr(settings, name)}
+
+
 def has_exporter(settings: Settings) -> bool:
     """Whether the gateway's spans go anywhere. Without an exporter no new trace is sampled (gateway/app.py): the
-    mesh would report its spans of a trace whose root span nobody receives. Each exporter's URL is added here."""
-    return bool(settings.zipkin_url)
+    mesh would report its spans of a trace whose root span nobody receives."""
+    return bool(exporters(settings))
 
 
 def env_name(field: str) -> str:
