@@ -12,6 +12,7 @@ import textwrap
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from gateway.check import shown_value
 from gateway.settings import Settings, env_name
 
 PROG = "ingress-gateway"
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_help() -> str:
     lines = ["settings (environment variables):"]
     for name, info in Settings.model_fields.items():
-        default = _shown_default(info.get_default(call_default_factory=True))
+        default = shown_value(name, info.get_default(call_default_factory=True)) or "empty"
         # "(default: x)" stays on one line, so that a reader (or grep) finds it whole.
         text = f"{info.description} (default:\0{default})"
         wrapped = [line.replace("\0", " ") for line in textwrap.wrap(text, width=120 - _NAME_WIDTH - 2)] or [""]
@@ -87,13 +88,3 @@ def run_check(strict: bool, quiet: bool) -> int:
             print(line)
     print(f"{PROG}: configuration check passed", file=sys.stderr)
     return EXIT_OK
-
-
-def _shown_default(value: object) -> str:
-    if value is None or value == "" or value == []:
-        return "empty"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(str(item) for item in value)
-    return str(value)
