@@ -30,10 +30,11 @@ from gateway.propagation.w3c import MALFORMED_TRACESTATE, format_traceparent, fo
 from gateway.proxy import HttpxUpstream, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse
 from gateway.reload import LoadedRoutes, ReloadOutcome, RouteReloader, load_route_file
 from gateway.reporter import DisabledReporter, HttpSpanSender, Reporter, SpanReporter
+from gateway.request_metrics import RequestMetrics
 from gateway.routes import Route, parse_upstream
 from gateway.routing import DEFAULT_ROUTE_NAME, Counter, Defaults, build_routing, decision_labels
 from gateway.sampling import TracesPerSecondCap, decide
-from gateway.settings import Propagation, Settings
+from gateway.settings import Propagation, Settings, has_exporter
 from gateway.spans import Exchange, local_endpoint
 from gateway.trust import TrustedNetworks
 
@@ -144,6 +145,12 @@ class Gateway:
         self._upstream: Upstream | None = None
         self._local = local_endpoint(settings.service_name, settings.host, settings.port)
         self.reporter = reporter if reporter is not None else self._default_reporter()
+        # A reporter passed in (tests, embedders) exports somewhere by definition.
+        self._exporting = reporter is not None or has_exporter(settings)
+        # prometheus-client's multiprocess mode keeps no exemplars (gateway/request_metrics.py).
+        self._request_metrics = RequestMetrics(
+            self.metrics.http_request_duration, exemplars="PROMETHEUS_MULTIPROC_DIR" not in os.environ
+        )
         self._emit_single = Propagation.B3_SINGLE in settings.propagation
         self._emit_traceparent = Propagation.TRACE_CONTEXT in settings.propagation
         self._durations = {
@@ -310,7 +317,9 @@ class Gateway:
 
         parent = incoming.context
         trace_id = parent.trace_id if parent is not None else self._ids.new_trace_id()
-        decision = decide(incoming, trace_id, route.sampler, route.cap, self._cap, self.reporter.reserve)
+        decision = decide(
+            incoming, trace_id, route.sampler, route.cap, self._cap, self.reporter.reserve, self._exporting
+        )
         # decide() reserves span room only for new traces; a decision taken upstream of us is honoured as is.
         reserved = decision.sampled and decision.reason in _NEW_TRACE_REASONS
         server_span_id = self._ids.new_span_id()
@@ -350,6 +359,9 @@ class Gateway:
                 self.metrics.upstream_errors.labels(relay.error_kind).inc()
             route.decisions[(decision.sampled, decision.reason)].inc()
             self._durations[decision.sampled].observe(finished - started)
+            self._request_metrics.observe(
+                route.name, method, relay.status, decision.sampled, finished - started, trace_id
+            )
             if decision.sampled:
                 # Positional, in field order: with twenty keywords, making the record cost three times as much.
                 self.reporter.submit(
