@@ -30,9 +30,10 @@ from gateway.reload import LoadedRoutes, ReloadOutcome, RouteReloader, load_rout
 from gateway.reporter import DisabledReporter, HttpSpanSender, Reporter, SpanReporter
 from gateway.routes import Route, parse_upstream
 from gateway.routing import DEFAULT_ROUTE_NAME, ActiveRoute, Counter, Defaults, build_routing, decision_labels
-from gateway.sampling import Decision, TracesPerSecondCap, decide
+from gateway.sampling import Decision, TracesPerSecondCap, decide, tracestate_after
 from gateway.settings import Propagation, Settings
-from gateway.spans import Exchange, local_endpoint
+from gateway.spans import W3C_TRACESTATE, Exchange, local_endpoint
+from gateway.threshold import NO_OT, parse_ot
 from gateway.trust import TrustedNetworks
 
 Scope = MutableMapping[str, Any]
@@ -296,7 +297,9 @@ class Gateway:
 
         parent = incoming.context
         trace_id = parent.trace_id if parent is not None else self._ids.new_trace_id()
-        decision = decide(incoming, trace_id, route.sampler, route.cap, self._cap, self.reporter.reserve)
+        ot = parse_ot(incoming.tracestate) if incoming.tracestate else NO_OT
+        decision = decide(incoming, trace_id, route.sampler, route.cap, self._cap, self.reporter.reserve, ot)
+        tracestate = tracestate_after(incoming.tracestate, ot, decision)
         # decide() reserves span room only for new traces; a decision taken upstream of us is honoured as is.
         reserved = decision.sampled and decision.reason in _NEW_TRACE_REASONS
         server_span_id = self._ids.new_span_id()
@@ -307,10 +310,12 @@ class Gateway:
         if self._emit_single:
             outgoing.append((b"b3", format_single(upstream_context).encode()))
         if self._emit_traceparent:
-            outgoing.append((b"traceparent", format_traceparent(upstream_context).encode()))
-            if incoming.tracestate:
-                # The vendors' state of a trusted client's trace goes on with it (W3C: "MUST propagate").
-                outgoing.append((TRACESTATE, incoming.tracestate.encode("latin-1")))
+            # The Random flag only on an id of the gateway's making: a client's may not be random.
+            outgoing.append((b"traceparent", format_traceparent(upstream_context, random=parent is None).encode()))
+            if tracestate:
+                # The vendors' state of a trusted client's trace goes on with it (W3C: "MUST propagate"), with the
+                # gateway's sampling threshold in its `ot` entry.
+                outgoing.append((TRACESTATE, tracestate.encode("latin-1")))
         trace_response = self._trace_response(trace_id, server_span_id, decision.sampled)
 
         query: bytes = scope.get("query_string", b"")
@@ -359,7 +364,7 @@ class Gateway:
                         finished - started,  # server_duration
                         client_started_wall,  # client_start
                         client_finished - client_started,  # client_duration
-                        route.tags,
+                        route.tags if not tracestate else (*route.tags, (W3C_TRACESTATE, tracestate)),
                     ),
                     reserved,
                 )

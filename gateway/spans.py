@@ -23,6 +23,9 @@ HTTP_METHOD = "http.method"
 HTTP_PATH = "http.path"
 HTTP_STATUS_CODE = "http.status_code"
 ERROR = "error"
+# The span's W3C tracestate (with the gateway's `ot=th:` sampling threshold), as the OpenTelemetry Collector's
+# Zipkin receiver reads it back into the span's trace state.
+W3C_TRACESTATE = "w3c.tracestate"
 
 
 @dataclass(slots=True)
@@ -53,7 +56,8 @@ class Exchange:
     server_duration: float  # seconds
     client_start: float
     client_duration: float
-    tags: tuple[tuple[str, str], ...] = ()  # a route's static tags, on both spans; the HTTP tags win a clash
+    # A route's static tags, on both spans, then W3C_TRACESTATE when the trace has one; the HTTP tags win a clash.
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 def local_endpoint(service_name: str, host: str, port: int) -> Endpoint:
