@@ -19,6 +19,7 @@ from typing import Any
 
 from gateway.config_view import View, reload_record, worker_view
 from gateway.context import NO_CONTEXT, IdGenerator, RandomIdGenerator, TraceContext
+from gateway.exporters import build_reporter
 from gateway.forwarding import downstream_response_headers, upstream_request_headers
 from gateway.logs import ACCESS_LOGGER
 from gateway.metrics import Metrics
@@ -27,7 +28,7 @@ from gateway.propagation.b3 import format_multi, format_single
 from gateway.propagation.w3c import MALFORMED_TRACESTATE, format_traceparent, format_traceresponse
 from gateway.proxy import HttpxUpstream, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse
 from gateway.reload import LoadedRoutes, ReloadOutcome, RouteReloader, load_route_file
-from gateway.reporter import DisabledReporter, HttpSpanSender, Reporter, SpanReporter
+from gateway.reporter import SpanReporter
 from gateway.routes import Route, parse_upstream
 from gateway.routing import DEFAULT_ROUTE_NAME, ActiveRoute, Counter, Defaults, build_routing, decision_labels
 from gateway.sampling import Decision, TracesPerSecondCap, decide, tracestate_after
@@ -153,19 +154,7 @@ class Gateway:
         self._ignored_tracestate = self.metrics.trace_headers_ignored.labels(MALFORMED_TRACESTATE)
 
     def _default_reporter(self) -> SpanReporter:
-        settings = self.settings
-        if not settings.zipkin_url:
-            return DisabledReporter()
-        return Reporter(
-            HttpSpanSender(settings.zipkin_url, settings.reporter_timeout),
-            self._local,
-            self.metrics,
-            max_queue_spans=settings.reporter_queue_size,
-            max_queue_bytes=settings.reporter_queue_bytes,
-            batch_spans=settings.reporter_batch_size,
-            flush_interval=settings.reporter_flush_interval,
-            max_attempts=settings.reporter_max_attempts,
-        )
+        return build_reporter(self.settings, self._local, self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

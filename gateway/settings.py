@@ -6,11 +6,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, IPvAnyNetwork, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "GATEWAY_"
+# Settings whose values an error message never repeats (API keys in OTLP headers).
+SECRET_SETTINGS = frozenset({"otlp_headers"})
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
@@ -33,6 +35,17 @@ def _http_url(value: str) -> str:
     scheme, sep, rest = value.partition("://")
     if not sep or scheme.lower() not in ("http", "https") or not rest or rest.startswith("/"):
         raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+def _key_values(value: SecretStr) -> SecretStr:
+    # Checked here so that the error names the variable; the message never repeats the value (a secret, often).
+    from gateway.otlp import HeaderError, parse_key_values
+
+    try:
+        parse_key_values(value.get_secret_value())
+    except (HeaderError, UnicodeDecodeError) as exc:
+        raise ValueError(f"must be key=value,key=value with percent-encoded values: {exc}") from None
     return value
 
 
@@ -89,6 +102,15 @@ class Settings(BaseSettings):
     reporter_timeout: float = Field(10.0, gt=0.0, le=120.0)
     # With the backoff (0.1 s doubling to 5 s, jittered), 10 attempts ride out a collector outage of 10 to 20 s.
     reporter_max_attempts: int = Field(10, ge=1, le=20)
+    # OpenTelemetry export (issue 19): OTLP/HTTP protobuf beside or instead of Zipkin; headers as
+    # OTEL_EXPORTER_OTLP_HEADERS writes them (an API key, often: a secret, never shown).
+    otlp_url: Annotated[str, AfterValidator(_http_url)] = ""
+    otlp_headers: Annotated[SecretStr, AfterValidator(_key_values)] = SecretStr("")
+
+    @property
+    def exports_spans(self) -> bool:
+        """Is any span exporter configured (GATEWAY_ZIPKIN_URL or GATEWAY_OTLP_URL)?"""
+        return bool(self.zipkin_url or self.otlp_url)
 
     shutdown_timeout: float = Field(20.0, gt=0.0, le=600.0)
     log_level: LogLevel = "info"
@@ -107,7 +129,7 @@ def describe(error: ErrorDetails) -> str:
     if not location:
         return _message(error)
     variable = f"{ENV_PREFIX}{str(location[0]).upper()}"
-    given = "" if error["type"] == "missing" else f" (got {_shown(error['input'])})"
+    given = "" if error["type"] == "missing" or location[0] in SECRET_SETTINGS else f" (got {_shown(error['input'])})"
     return f"{variable}: {_message(error)}{given}"
 
 

@@ -47,6 +47,9 @@ class RecordingReporter:
         self.room -= 1
         return True
 
+    def release(self) -> None:
+        self.room += 1
+
     def submit(self, exchange: Exchange, reserved: bool) -> None:
         self.submitted.append((exchange, reserved))
 
@@ -193,7 +196,9 @@ async def test_extra_propagation_formats_carry_the_same_context(gateway_factory)
         seen = upstream_headers(await http.get("/"))
     trace, span, parent = seen["x-b3-traceid"], seen["x-b3-spanid"], seen["x-b3-parentspanid"]
     assert seen["b3"] == f"{trace}-{span}-1-{parent}"
-    assert seen["traceparent"] == f"00-{trace.rjust(32, '0')}-{span}-01"
+    # 03: sampled, and the Random flag of an id the gateway made (W3C Trace Context Level 2).
+    assert seen["traceparent"] == f"00-{trace.rjust(32, '0')}-{span}-03"
+    assert seen["tracestate"] == "ot=th:0", "sampled at rate 1.0: threshold 0"
 
 
 async def test_per_route_sample_rates_override_the_global_rate(tmp_path, upstream_url):
