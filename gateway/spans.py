@@ -1,4 +1,5 @@
-"""Zipkin v2 spans for one proxied request: py_zipkin's span model, and the same spans written straight as JSON."""
+"""Zipkin v2 spans for one proxied request: py_zipkin's span model and its V2 JSON, the one Python writer of the
+gateway's Zipkin spans (the C encoder in gateway/_spanjson.c is held to it)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,6 @@ from py_zipkin.encoding._encoders import JSONEndpoint, _V2JSONEncoder
 
 from gateway.context import MAX_64BIT
 from gateway.routes import Upstream
-
-# One span as a Zipkin v2 JSON object, ready for orjson.
-SpanJSON = dict[str, object]
 
 HTTP_HOST = "http.host"
 HTTP_METHOD = "http.method"
@@ -110,52 +108,6 @@ def build_spans(exchange: Exchange, local: Endpoint) -> tuple[Span, Span]:
     return server, client
 
 
-def span_dicts(exchange: Exchange, local: Endpoint) -> tuple[SpanJSON, SpanJSON]:
-    """The two spans of ``build_spans`` as Zipkin v2 JSON values, written straight from the exchange.
-
-    The same values py_zipkin's encoder gives for ``build_spans``'s spans (a property test holds the two to each
-    other), without making two ``Span`` objects and reading them back. The reporter writes spans in C
-    (``gateway/_spanjson.c``), with this as its fallback and the reference it is tested against. Endpoints are
-    encoded once each by py_zipkin and cached.
-    """
-    trace_id = _trace_id_hex(exchange.trace_id)
-    server_id = f"{exchange.server_span_id:016x}"
-    server: SpanJSON = {"traceId": trace_id, "id": server_id}
-    client: SpanJSON = {"traceId": trace_id, "id": f"{exchange.client_span_id:016x}"}
-    if exchange.debug:
-        server["debug"] = client["debug"] = True
-    if exchange.name:
-        server["name"] = client["name"] = exchange.name
-    if exchange.parent_id is not None:
-        server["parentId"] = f"{exchange.parent_id:016x}"
-    client["parentId"] = server_id
-    if exchange.server_start:
-        server["timestamp"] = int(exchange.server_start * 1000000)
-    server["duration"] = max(1, int(exchange.server_duration * 1000000))
-    server["kind"] = _SERVER
-    if exchange.client_start:
-        client["timestamp"] = int(exchange.client_start * 1000000)
-    client["duration"] = max(1, int(exchange.client_duration * 1000000))
-    client["kind"] = _CLIENT
-    server["localEndpoint"] = client["localEndpoint"] = _ENCODER.endpoint_json(local)
-    remote = _client_endpoint_json(exchange.client_host, exchange.client_port)
-    if remote is not None:
-        server["remoteEndpoint"] = remote
-    client["remoteEndpoint"] = _upstream_endpoint_json(exchange.upstream)
-    server_tags = _request_tags(exchange)
-    client_tags = server_tags.copy()
-    _add_status_tags(server_tags, exchange.error, exchange.status_code)
-    _add_status_tags(client_tags, exchange.error, exchange.upstream_status_code)
-    server["tags"] = server_tags
-    client["tags"] = client_tags
-    return server, client
-
-
-def encode_span_dicts(spans: Sequence[SpanJSON]) -> bytes:
-    """A Zipkin v2 JSON list (``ListOfSpans``) of values from ``span_dicts``, in one ``orjson.dumps``."""
-    return orjson.dumps(spans)
-
-
 def encode_batch(spans: Sequence[Span]) -> bytes:
     """A Zipkin v2 JSON list (``ListOfSpans``), as the collector's POST /api/v2/spans takes it.
 
@@ -217,8 +169,6 @@ class _ZipkinV2JSONEncoder(_V2JSONEncoder):
 
 
 _ENCODER = _ZipkinV2JSONEncoder()
-_SERVER = Kind.SERVER.value
-_CLIENT = Kind.CLIENT.value
 
 
 def _http_tags(exchange: Exchange, status_code: int | None) -> dict[str, str]:
@@ -265,7 +215,7 @@ def client_address_json(host: str) -> JSONEndpoint:
 
 def upstream_endpoint_json(upstream: Upstream) -> JSONEndpoint:
     """The CLIENT span's remote endpoint: where the route sends its requests."""
-    return _upstream_endpoint_json(upstream)
+    return _ENCODER.endpoint_json(_upstream_endpoint(upstream))
 
 
 @lru_cache(maxsize=1024)  # keep-alive clients send many requests from one address and port
@@ -274,17 +224,6 @@ def _client_endpoint(host: str | None, port: int | None) -> Endpoint | None:
     if ipv4 is None and ipv6 is None and not port:
         return None
     return Endpoint(service_name=None, ipv4=ipv4, ipv6=ipv6, port=port or None)
-
-
-@lru_cache(maxsize=1024)
-def _client_endpoint_json(host: str | None, port: int | None) -> JSONEndpoint | None:
-    endpoint = _client_endpoint(host, port)
-    return None if endpoint is None else _ENCODER.endpoint_json(endpoint)
-
-
-@lru_cache(maxsize=64)
-def _upstream_endpoint_json(upstream: Upstream) -> JSONEndpoint:
-    return _ENCODER.endpoint_json(_upstream_endpoint(upstream))
 
 
 @lru_cache(maxsize=64)
