@@ -15,7 +15,7 @@ import httpx
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from gateway.reporter import RejectedError, RetryableError
+from gateway.reporter import RejectedError, RetryableError, post_payload
 
 PROTOBUF = "application/x-protobuf"
 # The OTLP/HTTP spec's retryable statuses ("Retryable Response Codes"); every other failure is final.
@@ -30,10 +30,7 @@ class OtlpHttpSender:
         self._client = httpx.AsyncClient(timeout=timeout, trust_env=False, headers=[*headers, *_POST_HEADERS.items()])
 
     async def send(self, payload: bytes) -> int | None:
-        try:
-            response = await self._client.post(self._url, content=payload)
-        except httpx.TransportError as exc:
-            raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+        response = await post_payload(self._client, self._url, payload)
         status = response.status_code
         if 200 <= status < 300:
             return _refused_spans(response)

@@ -89,10 +89,7 @@ class HttpSpanSender:
         self._client = httpx.AsyncClient(timeout=timeout, trust_env=False, headers=_SPAN_POST_HEADERS)
 
     async def send(self, payload: bytes) -> None:
-        try:
-            response = await self._client.post(self._url, content=payload)
-        except httpx.TransportError as exc:
-            raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+        response = await post_payload(self._client, self._url, payload)
         status = response.status_code
         if 200 <= status < 300:
             return
@@ -106,6 +103,14 @@ class HttpSpanSender:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+async def post_payload(client: httpx.AsyncClient, url: str, payload: bytes) -> httpx.Response:
+    """POSTs a batch; a connection that fails or times out is a RetryableError (the collector may be back soon)."""
+    try:
+        return await client.post(url, content=payload)
+    except httpx.TransportError as exc:
+        raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
 
 
 class SpanReporter(Protocol):
@@ -123,7 +128,7 @@ class SpanReporter(Protocol):
 
 
 class DisabledReporter:
-    """GATEWAY_ZIPKIN_URL is empty: decisions still travel upstream, but the gateway exports nothing."""
+    """GATEWAY_ZIPKIN_URL and GATEWAY_OTLP_URL are empty: decisions still travel upstream, but nothing is exported."""
 
     def reserve(self) -> bool:
         return True

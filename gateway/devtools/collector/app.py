@@ -82,34 +82,37 @@ class _Collector:
         self._last_rejection: str | None = None
 
     async def post_spans(self, request: Request) -> Response:
-        if self._failures_left > 0:
-            self._failures_left -= 1
-            self._requests["failed"] += 1
-            return await self._answer(PlainTextResponse("failing on purpose (--fail-first)", 503))
-        content_type = request.headers.get("content-type")
-        try:
-            body = await self._read_body(request)
-            spans = decode_spans(body, content_type, request.headers.get("content-encoding"), self._max_body_bytes)
-        except PayloadError as exc:
-            self._requests["rejected"] += 1
-            self._last_rejection = str(exc)
-            return await self._answer(PlainTextResponse(str(exc), 400))
-        self.store.accept(spans)
-        self._requests["accepted"] += 1
-        self._content_types[(content_type or "").split(";", 1)[0].strip().lower()] += 1
-        return await self._answer(Response(status_code=202))
+        def decode(body: bytes, content_type: str | None) -> list[Span]:
+            return decode_spans(body, content_type, request.headers.get("content-encoding"), self._max_body_bytes)
+
+        return await self._receive(request, decode, lambda media_type: Response(status_code=202))
 
     async def post_otlp(self, request: Request) -> Response:
         """OTLP/HTTP: protobuf or JSON, into the same store; answered in the request's own format."""
+
+        def decode(body: bytes, content_type: str | None) -> list[Span]:
+            data = decompress(body, request.headers.get("content-encoding"), self._max_body_bytes)
+            return decode_otlp(data, content_type)
+
+        def accepted(media_type: str) -> Response:
+            # An empty ExportTraceServiceResponse: full success.
+            return JSONResponse({}) if media_type == "application/json" else Response(b"", media_type=media_type)
+
+        return await self._receive(request, decode, accepted)
+
+    async def _receive(
+        self,
+        request: Request,
+        decode: Callable[[bytes, str | None], list[Span]],
+        accepted: Callable[[str], Response],
+    ) -> Response:
         if self._failures_left > 0:
             self._failures_left -= 1
             self._requests["failed"] += 1
             return await self._answer(PlainTextResponse("failing on purpose (--fail-first)", 503))
         content_type = request.headers.get("content-type")
         try:
-            body = await self._read_body(request)
-            data = decompress(body, request.headers.get("content-encoding"), self._max_body_bytes)
-            spans = decode_otlp(data, content_type)
+            spans = decode(await self._read_body(request), content_type)
         except PayloadError as exc:
             self._requests["rejected"] += 1
             self._last_rejection = str(exc)
@@ -118,10 +121,7 @@ class _Collector:
         self._requests["accepted"] += 1
         media_type = (content_type or "").split(";", 1)[0].strip().lower()
         self._content_types[media_type] += 1
-        if media_type == "application/json":
-            return await self._answer(JSONResponse({}))
-        # An empty ExportTraceServiceResponse: full success.
-        return await self._answer(Response(b"", media_type=media_type))
+        return await self._answer(accepted(media_type))
 
     async def span_names(self, request: Request) -> Response:
         return _query(lambda: self.store.span_names(required_service_name(request.query_params)))
