@@ -271,3 +271,11 @@ def test_a_trace_is_sampled_only_when_every_exporter_has_room_and_a_refusal_give
     assert (roomy.queue_depth(), tight.queue_depth()) == (2, 2)
     assert metrics.registry.get_sample_value("gateway_sampling_suspended", {"exporter": "otlp"}) == 1
     assert metrics.registry.get_sample_value("gateway_sampling_suspended", {"exporter": "zipkin"}) in (None, 0)
+
+
+@pytest.mark.parametrize("url", ["ftp://collector:4318/v1/traces", "collector:4318", "http:///v1/traces"])
+def test_a_bad_otlp_url_names_the_variable(url):
+    with pytest.raises(ValidationError) as raised:
+        Settings(upstream_url="http://u:80", otlp_url=url)
+    [line] = [describe(error) for error in raised.value.errors()]
+    assert line == f"GATEWAY_OTLP_URL: must be an http:// or https:// URL with a host (got {url!r})"
