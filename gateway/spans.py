@@ -14,7 +14,7 @@ from py_zipkin.encoding import Endpoint, Span
 from py_zipkin.encoding._encoders import JSONEndpoint, _V2JSONEncoder
 
 from gateway.context import MAX_64BIT
-from gateway.routes import Upstream
+from gateway.routes import TRACESTATE_TAG, Upstream
 
 HTTP_HOST = "http.host"
 HTTP_METHOD = "http.method"
@@ -23,7 +23,7 @@ HTTP_STATUS_CODE = "http.status_code"
 ERROR = "error"
 # The span's W3C tracestate (with the gateway's `ot=th:` sampling threshold), as the OpenTelemetry Collector's
 # Zipkin receiver reads it back into the span's trace state.
-W3C_TRACESTATE = "w3c.tracestate"
+W3C_TRACESTATE = TRACESTATE_TAG
 
 
 @dataclass(slots=True)
