@@ -31,6 +31,7 @@ from gateway.propagation.b3 import extract, format_multi, format_single, parse_m
 from gateway.propagation.w3c import format_traceparent, parse_traceparent, parse_tracestate
 from gateway.routes import RouteFileError, parse_routes
 from gateway.settings import ENV_PREFIX, Settings, describe
+from gateway.threshold import parse_ot, with_ot
 
 Target = Callable[[bytes], None]
 Headers = list[tuple[bytes, bytes]]
@@ -93,6 +94,11 @@ def tracestate(data: bytes) -> None:
         assert len(members) <= 32
         assert len({member.partition("=")[0] for member in members}) == len(members), state
         assert parse_tracestate([state]) == state
+        # The `ot` entry (consistent sampling's th and rv): read leniently, and written back as a valid tracestate.
+        ot = parse_ot(state)
+        rewritten = with_ot(state, ot)
+        assert parse_tracestate([rewritten]) == rewritten, rewritten
+        assert parse_ot(rewritten) == ot, rewritten
 
 
 def trace_headers(data: bytes) -> None:
@@ -219,7 +225,12 @@ SEEDS: dict[str, list[bytes]] = {
         b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         b"cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-the-future-will-be-like",
     ],
-    "tracestate": [b"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", b"a@b=c\nd=e, f=g"],
+    "tracestate": [
+        b"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+        b"a@b=c\nd=e, f=g",
+        b"ot=th:8;rv:00112233445566;x:y,rojo=1",
+        b"ot=th:;rv:12,ot2=th:0",
+    ],
     "trace_headers": [
         b"b3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1\n"
         b"traceparent: 00-80f198ee56343ba864fe8b2a57d3eff7-b7ad6b7169203331-01\ntracestate: a=b",

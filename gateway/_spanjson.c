@@ -1,6 +1,6 @@
 /* The reporter's span encoder in C: a slice of Exchange records to the items of a Zipkin v2 JSON list.
  *
- * Writes, for each exchange, the same two spans as gateway.spans.span_dicts() dumped by orjson (a property test
+ * Writes, for each exchange, the same two spans as gateway.spans.build_spans() + encode_batch() (a property test
  * holds the two to each other, value for value). In Python the encoding was most of what tracing a request costs
  * (docs/performance.md): two dicts per span and a dozen calls per exchange. Here it is one pass over the record.
  *
@@ -218,7 +218,7 @@ read_id(PyObject *value, unsigned long long *id)
     return 0;
 }
 
-/* A status code as span_dicts reads it: an int in the C range, or None (*status = -1). */
+/* A status code as build_spans reads it: an int in the C range, or None (*status = -1). */
 static int
 read_status(PyObject *value, long *status)
 {

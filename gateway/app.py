@@ -21,6 +21,7 @@ from gateway.access_line import access_line
 from gateway.access_log import AccessLogWriter
 from gateway.config_view import View, reload_record, worker_view
 from gateway.context import NO_CONTEXT, IdGenerator, RandomIdGenerator, TraceContext
+from gateway.exporters import build_reporter
 from gateway.forwarding import downstream_response_headers, upstream_request_headers
 from gateway.logs import ACCESS_LOGGER
 from gateway.metrics import Metrics
@@ -29,13 +30,14 @@ from gateway.propagation.b3 import format_multi, format_single
 from gateway.propagation.w3c import MALFORMED_TRACESTATE, format_traceparent, format_traceresponse
 from gateway.proxy import HttpxUpstream, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse
 from gateway.reload import LoadedRoutes, ReloadOutcome, RouteReloader, load_route_file
-from gateway.reporter import DisabledReporter, HttpSpanSender, Reporter, SpanReporter
+from gateway.reporter import SpanReporter
 from gateway.request_metrics import RequestMetrics
 from gateway.routes import Route, parse_upstream
 from gateway.routing import DEFAULT_ROUTE_NAME, Counter, Defaults, build_routing, decision_labels
-from gateway.sampling import TracesPerSecondCap, decide
+from gateway.sampling import TracesPerSecondCap, decide, tracestate_after
 from gateway.settings import Propagation, Settings, has_exporter
-from gateway.spans import Exchange, local_endpoint
+from gateway.spans import W3C_TRACESTATE, Exchange, local_endpoint
+from gateway.threshold import NO_OT, parse_ot
 from gateway.trust import TrustedNetworks
 
 Scope = MutableMapping[str, Any]
@@ -168,19 +170,7 @@ class Gateway:
         return AccessLogWriter(self.metrics.access_log_dropped_lines, self.settings.access_log_buffer_bytes)
 
     def _default_reporter(self) -> SpanReporter:
-        settings = self.settings
-        if not settings.zipkin_url:
-            return DisabledReporter()
-        return Reporter(
-            HttpSpanSender(settings.zipkin_url, settings.reporter_timeout),
-            self._local,
-            self.metrics,
-            max_queue_spans=settings.reporter_queue_size,
-            max_queue_bytes=settings.reporter_queue_bytes,
-            batch_spans=settings.reporter_batch_size,
-            flush_interval=settings.reporter_flush_interval,
-            max_attempts=settings.reporter_max_attempts,
-        )
+        return build_reporter(self.settings, self._local, self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -317,9 +307,11 @@ class Gateway:
 
         parent = incoming.context
         trace_id = parent.trace_id if parent is not None else self._ids.new_trace_id()
+        ot = parse_ot(incoming.tracestate) if incoming.tracestate else NO_OT
         decision = decide(
-            incoming, trace_id, route.sampler, route.cap, self._cap, self.reporter.reserve, self._exporting
+            incoming, trace_id, route.sampler, route.cap, self._cap, self.reporter.reserve, ot, self._exporting
         )
+        tracestate = tracestate_after(incoming.tracestate, ot, decision)
         # decide() reserves span room only for new traces; a decision taken upstream of us is honoured as is.
         reserved = decision.sampled and decision.reason in _NEW_TRACE_REASONS
         server_span_id = self._ids.new_span_id()
@@ -330,10 +322,12 @@ class Gateway:
         if self._emit_single:
             outgoing.append((b"b3", format_single(upstream_context).encode()))
         if self._emit_traceparent:
-            outgoing.append((b"traceparent", format_traceparent(upstream_context).encode()))
-            if incoming.tracestate:
-                # The vendors' state of a trusted client's trace goes on with it (W3C: "MUST propagate").
-                outgoing.append((TRACESTATE, incoming.tracestate.encode("latin-1")))
+            # The Random flag only on an id of the gateway's making: a client's may not be random.
+            outgoing.append((b"traceparent", format_traceparent(upstream_context, random=parent is None).encode()))
+            if tracestate:
+                # The vendors' state of a trusted client's trace goes on with it (W3C: "MUST propagate"), with the
+                # gateway's sampling threshold in its `ot` entry.
+                outgoing.append((TRACESTATE, tracestate.encode("latin-1")))
         trace_response = self._trace_response(trace_id, server_span_id, decision.sampled)
 
         query: bytes = scope.get("query_string", b"")
@@ -385,7 +379,7 @@ class Gateway:
                         finished - started,  # server_duration
                         client_started_wall,  # client_start
                         client_finished - client_started,  # client_duration
-                        route.tags,
+                        route.tags if not tracestate else (*route.tags, (W3C_TRACESTATE, tracestate)),
                     ),
                     reserved,
                 )

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from gateway.otlp import parse_key_values
 from gateway.routing import ActiveRoute, Routing
 from gateway.settings import Settings
 
@@ -52,6 +53,9 @@ def worker_view(routing: Routing, settings: Settings, pid: int, last_reload: Vie
             "propagation": [str(name) for name in settings.propagation],
             "routes_reload_interval": settings.routes_reload_interval,
             "zipkin_url": redact_url(settings.zipkin_url) or None,
+            "otlp_url": redact_url(settings.otlp_url) or None,
+            # The names only: the values are often API keys.
+            "otlp_headers": [name for name, _ in parse_key_values(settings.otlp_headers.get_secret_value())],
         },
         "routes": [_route_view(route, settings) for route in routing.routes],
         "default_route": _route_view(routing.default, settings) if routing.default is not None else None,

@@ -42,6 +42,9 @@ BOT_ENV = "DEMO_BOT"
 BOT_INTERVAL_ENV = "DEMO_BOT_INTERVAL"
 DEFAULT_BOT_INTERVAL = 1.0
 MISBEHAVE_ENV = "DEMO_MISBEHAVE"
+# How the gateway reports to the demo's collector (issue 19): Zipkin v2 JSON, OTLP/HTTP protobuf, or both at once.
+EXPORTER_ENV = "DEMO_EXPORTER"
+EXPORTERS = ("zipkin", "otlp", "both")
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 EXIT_BAD_ENVIRONMENT = 2
@@ -262,13 +265,18 @@ def _service(name: str, ports: Mapping[str, int], misbehaviour: Misbehaviour, py
 
 
 def _gateway(ports: Mapping[str, int], sample_rate: str, environ: Mapping[str, str], python: str) -> Child:
+    exporter = (environ.get(EXPORTER_ENV) or "zipkin").strip().lower()
+    if exporter not in EXPORTERS:
+        raise DemoError(f"{EXPORTER_ENV}: must be one of {', '.join(EXPORTERS)} (got {environ.get(EXPORTER_ENV)!r})")
     env = {
         **_UNBUFFERED,
         "GATEWAY_HOST": HOST,
         "GATEWAY_PORT": str(ports[GATEWAY]),
         "GATEWAY_ADMIN_PORT": str(ports[ADMIN]),
         "GATEWAY_UPSTREAM_URL": _url(ports, WEB),
-        "GATEWAY_ZIPKIN_URL": _spans_url(ports),
+        # The collector takes both formats into one store: the same trace page either way.
+        "GATEWAY_ZIPKIN_URL": _spans_url(ports) if exporter != "otlp" else "",
+        "GATEWAY_OTLP_URL": f"{_url(ports, COLLECTOR)}/v1/traces" if exporter != "zipkin" else "",
         SAMPLE_RATE_ENV: sample_rate,
         # A line per request from every process would bury everything else; GATEWAY_ACCESS_LOG=true brings it back.
         "GATEWAY_ACCESS_LOG": environ.get("GATEWAY_ACCESS_LOG") or "false",

@@ -14,7 +14,8 @@ from gateway.propagation import INVALID_REASONS
 # here reads it: rate() and increase() already handle a restart's reset.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-SPAN_DROP_REASONS = ("queue_full", "rejected", "retries_exhausted", "shutdown", "encode_error")
+SPAN_DROP_REASONS = ("queue_full", "rejected", "partially_rejected", "retries_exhausted", "shutdown", "encode_error")
+SPAN_BATCH_OUTCOMES = ("ok", "retried", "failed")
 UPSTREAM_ERROR_KINDS = ("timeout", "unreachable", "protocol", "client_disconnected", "no_route")
 # Requests the gateway refused or cut off because of what the client sent, or did not send (gateway/client_guard.py).
 CLIENT_ERROR_KINDS = (
@@ -59,22 +60,30 @@ class Metrics:
             ["reason"],
             registry=reg,
         )
-        self.spans_reported = Counter("gateway_spans_reported", "Spans accepted by the collector.", registry=reg)
+        # Span export, per exporter (`zipkin`, `otlp`): each has its own queue, batches and collector (issue 19).
+        self.spans_reported = Counter(
+            "gateway_spans_reported", "Spans accepted by the collector.", ["exporter"], registry=reg
+        )
         self.spans_dropped = Counter(
-            "gateway_spans_dropped", "Spans never delivered, by reason.", ["reason"], registry=reg
+            "gateway_spans_dropped", "Spans never delivered, by reason.", ["exporter", "reason"], registry=reg
         )
         self.span_batches = Counter(
-            "gateway_span_batches", "Span batches sent to the collector, by outcome.", ["outcome"], registry=reg
+            "gateway_span_batches",
+            "Span batches sent to the collector, by outcome.",
+            ["exporter", "outcome"],
+            registry=reg,
         )
         self.span_queue_depth = Gauge(
             "gateway_span_queue_depth",
             "Spans queued or reserved for export.",
+            ["exporter"],
             registry=reg,
             multiprocess_mode="livesum",
         )
         self.span_queue_bytes = Gauge(
             "gateway_span_queue_bytes",
             "Estimated memory held by queued or reserved spans, in bytes.",
+            ["exporter"],
             registry=reg,
             multiprocess_mode="livesum",
         )
@@ -92,7 +101,8 @@ class Metrics:
         )
         self.sampling_suspended = Gauge(
             "gateway_sampling_suspended",
-            "1 while new traces are not sampled because the span queue is full.",
+            "1 while new traces are not sampled because the exporter's span queue is full.",
+            ["exporter"],
             registry=reg,
             multiprocess_mode="livemax",
         )
@@ -130,13 +140,9 @@ class Metrics:
             self.route_reloads.labels(outcome)
         for reason in IGNORED_HEADER_REASONS:
             self.trace_headers_ignored.labels(reason)
-        for reason in SPAN_DROP_REASONS:
-            self.spans_dropped.labels(reason)
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(kind)
         for kind in CLIENT_ERROR_KINDS:
             self.client_errors.labels(kind)
-        for outcome in ("ok", "retried", "failed"):
-            self.span_batches.labels(outcome)
         for decision in ("sampled", "not_sampled"):
             self.request_duration.labels(decision)

@@ -10,6 +10,7 @@ already sampled are delivered, whole, once the collector is back.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections import deque
@@ -20,9 +21,15 @@ import httpx
 from py_zipkin.encoding import Endpoint
 
 from gateway.logs import RateLimitedLog
-from gateway.metrics import Metrics
-from gateway.span_json import SliceEncoder
-from gateway.span_payload import SPANS_PER_EXCHANGE, GzipSpanList, Payload, encode_slice
+from gateway.metrics import SPAN_BATCH_OUTCOMES, SPAN_DROP_REASONS, Metrics
+from gateway.span_payload import (
+    SPANS_PER_EXCHANGE,
+    GzipSpanList,
+    Payload,
+    SpanEncoder,
+    ZipkinJsonEncoder,
+    encode_slice,
+)
 from gateway.spans import Exchange
 
 # The most JSON (before compression) in one POST: a batch whose texts are long is split.
@@ -32,6 +39,8 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 EXCHANGES_PER_SLICE = 25
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
+# A collector's Retry-After is honoured up to this many seconds: longer, and the queue would fill behind one batch.
+RETRY_AFTER_MAX = 30.0
 # An exchange's memory besides its path, name and host (tracemalloc: about 500 bytes for the object, its ints, floats
 # and short strings, plus the client address string and the deque slot).
 EXCHANGE_BYTES = 640
@@ -49,7 +58,14 @@ logger = logging.getLogger("gateway.reporter")
 
 
 class RetryableError(Exception):
-    """The collector may accept the same batch later (5xx, 408, 429, connection errors, timeouts)."""
+    """The collector may accept the same batch later (5xx, 408, 429, connection errors, timeouts).
+
+    ``retry_after`` is the collector's Retry-After in seconds, when it said one.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RejectedError(Exception):
@@ -57,8 +73,9 @@ class RejectedError(Exception):
 
 
 class SpanSender(Protocol):
-    async def send(self, payload: bytes) -> None:
-        """Delivers ``payload``, a gzip-compressed Zipkin v2 JSON list of spans, or raises one of the errors above."""
+    async def send(self, payload: bytes) -> int | None:
+        """Delivers ``payload``, a gzip-compressed document of spans, or raises one of the errors above; returns
+        how many of its spans the collector accepted the request but refused (an OTLP partial success), if any."""
         ...
 
     async def aclose(self) -> None: ...
@@ -72,10 +89,7 @@ class HttpSpanSender:
         self._client = httpx.AsyncClient(timeout=timeout, trust_env=False, headers=_SPAN_POST_HEADERS)
 
     async def send(self, payload: bytes) -> None:
-        try:
-            response = await self._client.post(self._url, content=payload)
-        except httpx.TransportError as exc:
-            raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+        response = await post_payload(self._client, self._url, payload)
         status = response.status_code
         if 200 <= status < 300:
             return
@@ -91,8 +105,20 @@ class HttpSpanSender:
         await self._client.aclose()
 
 
+async def post_payload(client: httpx.AsyncClient, url: str, payload: bytes) -> httpx.Response:
+    """POSTs a batch; a connection that fails or times out is a RetryableError (the collector may be back soon)."""
+    try:
+        return await client.post(url, content=payload)
+    except httpx.TransportError as exc:
+        raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+
+
 class SpanReporter(Protocol):
     def reserve(self) -> bool: ...
+
+    def release(self) -> None:
+        """Gives back a reservation whose trace was not sampled after all (another exporter had no room)."""
+        ...
 
     def submit(self, exchange: Exchange, reserved: bool) -> None: ...
 
@@ -102,10 +128,13 @@ class SpanReporter(Protocol):
 
 
 class DisabledReporter:
-    """GATEWAY_ZIPKIN_URL is empty: decisions still travel upstream, but the gateway exports nothing."""
+    """GATEWAY_ZIPKIN_URL and GATEWAY_OTLP_URL are empty: decisions still travel upstream, but nothing is exported."""
 
     def reserve(self) -> bool:
         return True
+
+    def release(self) -> None:
+        return None
 
     def submit(self, exchange: Exchange, reserved: bool) -> None:
         return None
@@ -129,9 +158,14 @@ class Reporter:
         flush_interval: float,
         max_attempts: int,
         max_queue_bytes: int = 16 * 1024 * 1024,
+        encoder: SpanEncoder | None = None,
+        exporter: str = "zipkin",
     ) -> None:
+        """``encoder`` writes the spans (Zipkin v2 JSON for ``local_endpoint`` unless given); ``exporter`` labels
+        this reporter's metrics."""
         self._sender = sender
-        self._encoder = SliceEncoder(local_endpoint)
+        self._encoder: SpanEncoder = encoder if encoder is not None else ZipkinJsonEncoder(local_endpoint)
+        self._exporter = exporter
         self._metrics = metrics
         self._max_spans = max_queue_spans
         self._max_bytes = max_queue_bytes
@@ -151,10 +185,15 @@ class Reporter:
         self._suspended = False
         self._full_log = RateLimitedLog(logger)
         self._retry_log = RateLimitedLog(logger)
-        self._dropped_queue_full = metrics.spans_dropped.labels("queue_full")
-        self._dropped_shutdown = metrics.spans_dropped.labels("shutdown")
-        self._queue_depth = metrics.span_queue_depth
-        self._queue_bytes = metrics.span_queue_bytes
+        self._dropped = {reason: metrics.spans_dropped.labels(exporter, reason) for reason in SPAN_DROP_REASONS}
+        self._batches = {outcome: metrics.span_batches.labels(exporter, outcome) for outcome in SPAN_BATCH_OUTCOMES}
+        self._reported = metrics.spans_reported.labels(exporter)
+        self._dropped_queue_full = self._dropped["queue_full"]
+        self._dropped_shutdown = self._dropped["shutdown"]
+        self._queue_depth = metrics.span_queue_depth.labels(exporter)
+        self._queue_bytes = metrics.span_queue_bytes.labels(exporter)
+        self._suspended_gauge = metrics.sampling_suspended.labels(exporter)
+        self._partial_log = RateLimitedLog(logger)
 
     def reserve(self) -> bool:
         """Holds room for one sampled exchange's spans; False (and sampling suspended) when there is none."""
@@ -173,12 +212,18 @@ class Reporter:
             self._set_suspended(False)
         return True
 
+    def release(self) -> None:
+        self._reserved -= SPANS_PER_EXCHANGE
+        self._bytes -= RESERVED_BYTES
+        self._queue_depth.set(self._used())
+
     def submit(self, exchange: Exchange, reserved: bool) -> None:
         """Queues one exchange's spans, in the room reserved for them, or drops both if there is none.
 
         A reserved exchange is queued even a little past the byte bound (its size is known only now), unless the
         reporter has stopped: then its spans are counted as lost to the shutdown.
         """
+        exchange = with_texts_cut(exchange)
         size = exchange_bytes(exchange)
         if reserved:
             self._reserved -= SPANS_PER_EXCHANGE
@@ -238,7 +283,7 @@ class Reporter:
     def _set_suspended(self, suspended: bool) -> None:
         if suspended != self._suspended:
             self._suspended = suspended
-            self._metrics.sampling_suspended.set(int(suspended))
+            self._suspended_gauge.set(int(suspended))
 
     def _used(self) -> int:
         return len(self._queue) * SPANS_PER_EXCHANGE + self._reserved + self._in_flight
@@ -269,7 +314,7 @@ class Reporter:
         count = min(len(self._queue), self._batch_exchanges)
         batch = [self._queue.popleft() for _ in range(count)]
         self._in_flight = count * SPANS_PER_EXCHANGE
-        # Recomputed rather than stored with each exchange: its texts were already cut when it was submitted.
+        # Recomputed rather than stored with each exchange: the queued copy's texts were cut when it was submitted.
         self._in_flight_bytes = sum(exchange_bytes(exchange) for exchange in batch)
         self._update_gauges()
         return batch
@@ -282,7 +327,7 @@ class Reporter:
         except Exception:
             # A bug in encoding must cost spans, never the reporter: the loop goes on with the next batch.
             logger.exception("could not encode a span batch")
-            self._metrics.spans_dropped.labels("encode_error").inc(spans)
+            self._dropped["encode_error"].inc(spans)
         finally:
             self._in_flight = 0
             self._bytes -= self._in_flight_bytes
@@ -290,15 +335,16 @@ class Reporter:
             self._update_gauges()
 
     async def _payloads(self, batch: Sequence[Exchange]) -> list[Payload]:
-        """The batch's spans as gzipped JSON lists of at most MAX_BATCH_BYTES before compression (one, unless its
+        """The batch's spans as gzipped documents of at most MAX_BATCH_BYTES before compression (one, unless its
         texts are long: a slice alone is far smaller, its paths, names and hosts cut to MAX_TEXT_CHARS)."""
         payloads: list[Payload] = []
-        current = GzipSpanList()
+        framing = self._encoder.framing
+        current = GzipSpanList(framing)
         for start in range(0, len(batch), EXCHANGES_PER_SLICE):
             piece = encode_slice(batch[start : start + EXCHANGES_PER_SLICE], self._encoder)
             if current.spans and current.json_bytes + len(piece.body) > MAX_BATCH_BYTES:
                 payloads.append(current.close())
-                current = GzipSpanList()
+                current = GzipSpanList(framing)
             current.add(piece)
             await asyncio.sleep(0)
         payloads.append(current.close())
@@ -308,39 +354,56 @@ class Reporter:
         delay = BACKOFF_FIRST
         for attempt in range(1, self._max_attempts + 1):
             try:
-                await self._sender.send(payload)
+                refused = await self._sender.send(payload) or 0
             except RejectedError as exc:
-                logger.error("collector rejected %d spans: %s", span_count, exc)
-                self._metrics.span_batches.labels("failed").inc()
-                self._metrics.spans_dropped.labels("rejected").inc(span_count)
+                logger.error("%s collector rejected %d spans: %s", self._exporter, span_count, exc)
+                self._batches["failed"].inc()
+                self._dropped["rejected"].inc(span_count)
                 return
             except RetryableError as exc:
                 if attempt == self._max_attempts:
-                    logger.warning("giving up on %d spans after %d attempts: %s", span_count, attempt, exc)
-                    self._metrics.span_batches.labels("failed").inc()
-                    self._metrics.spans_dropped.labels("retries_exhausted").inc(span_count)
+                    logger.warning(
+                        "giving up on %d spans for %s after %d attempts: %s", span_count, self._exporter, attempt, exc
+                    )
+                    self._batches["failed"].inc()
+                    self._dropped["retries_exhausted"].inc(span_count)
                     return
-                self._metrics.span_batches.labels("retried").inc()
+                self._batches["retried"].inc()
                 if attempt == 1:
-                    self._retry_log.warning(f"collector unavailable, retrying span batches with backoff: {exc}")
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                    self._retry_log.warning(
+                        f"{self._exporter} collector unavailable, retrying span batches with backoff: {exc}"
+                    )
+                pause = delay * random.uniform(0.5, 1.0)
+                if exc.retry_after is not None:
+                    pause = max(pause, min(exc.retry_after, RETRY_AFTER_MAX))
+                await asyncio.sleep(pause)
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
-            self._metrics.span_batches.labels("ok").inc()
-            self._metrics.spans_reported.inc(span_count)
+            refused = min(max(0, refused), span_count)
+            if refused:
+                # OTLP's partial success: the request was accepted, some spans were not; sending again would not help.
+                self._partial_log.warning(f"{self._exporter} collector refused {refused} of {span_count} spans")
+                self._dropped["partially_rejected"].inc(refused)
+            self._batches["ok"].inc()
+            self._reported.inc(span_count - refused)
             return
 
 
+def with_texts_cut(exchange: Exchange) -> Exchange:
+    """``exchange``, or a copy of it with a path, name or host longer than MAX_TEXT_CHARS cut: never changed in place
+    (the request flow, a test or another exporter may hold the same record)."""
+    if max(len(exchange.path), len(exchange.name), len(exchange.host)) <= MAX_TEXT_CHARS:
+        return exchange
+    return dataclasses.replace(exchange, path=_cut(exchange.path), name=_cut(exchange.name), host=_cut(exchange.host))
+
+
 def exchange_bytes(exchange: Exchange) -> int:
-    """The memory an exchange holds, estimated; first cuts a path, name or host longer than MAX_TEXT_CHARS."""
-    path, name, host = exchange.path, exchange.name, exchange.host
-    if len(path) > MAX_TEXT_CHARS:
-        exchange.path = path = _truncated(path)
-    if len(name) > MAX_TEXT_CHARS:
-        exchange.name = name = _truncated(name)
-    if len(host) > MAX_TEXT_CHARS:
-        exchange.host = host = _truncated(host)
-    return EXCHANGE_BYTES + len(path) + len(name) + len(host)
+    """The memory an exchange holds, estimated."""
+    return EXCHANGE_BYTES + len(exchange.path) + len(exchange.name) + len(exchange.host)
+
+
+def _cut(text: str) -> str:
+    return _truncated(text) if len(text) > MAX_TEXT_CHARS else text
 
 
 def _truncated(text: str) -> str:

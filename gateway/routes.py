@@ -33,6 +33,9 @@ MAX_TIMEOUT = 3600.0
 SPAN_NAME_FIELDS = ("method", "path")
 # Tags the gateway writes on its spans itself (gateway/spans.py): a route may not set them.
 RESERVED_TAGS = frozenset({"http.host", "http.method", "http.path", "http.status_code", "error"})
+# The trace's tracestate, which the gateway appends to a sampled exchange's tags (gateway/spans.py). Not in
+# RESERVED_TAGS, which the span encoders read as "a route's tags that clash", and this one never comes from a route.
+TRACESTATE_TAG = "w3c.tracestate"
 
 # Labels of letters, digits, '-' and '_' (Kubernetes service names carry no '_', but DNS allows it), optionally
 # behind one leading '*.' label; an IPv6 literal goes in brackets, as in a Host header.
@@ -494,6 +497,8 @@ def _tags(fields: _Fields, key: str) -> tuple[tuple[str, str], ...]:
         if name in RESERVED_TAGS:
             reserved = ", ".join(sorted(RESERVED_TAGS))
             raise tags.error(name, f"is set by the gateway itself (reserved: {reserved})")
+        if name == TRACESTATE_TAG:
+            raise tags.error(name, "is set by the gateway itself (the trace's W3C tracestate)")
         if isinstance(tag_value, bool):
             pairs.append((name, "true" if tag_value else "false"))
         elif isinstance(tag_value, str | int | float):

@@ -1,5 +1,5 @@
-"""The sampling decision: the trace id decides at the route's rate; per-route and per-process caps and the
-reporter's room may veto."""
+"""The sampling decision: the trace id's randomness decides at the route's rate (OpenTelemetry's consistent
+threshold rule, gateway/threshold.py); per-route and per-process caps and the reporter's room may veto."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.context import Extracted
+from gateway.threshold import OtState, is_sampled, randomness, threshold_for, with_ot
 
 DEBUG = "debug"
 TRUSTED_PARENT = "trusted_parent"
@@ -21,7 +22,6 @@ NO_EXPORTER = "no_exporter"
 SAMPLED_REASONS = (DEBUG, TRUSTED_PARENT, RATIO)
 NOT_SAMPLED_REASONS = (TRUSTED_PARENT, RATIO, ROUTE_RATE_LIMITED, RATE_LIMITED, QUEUE_FULL, NO_EXPORTER)
 
-_LOW_64_BITS = 2**64 - 1
 # Clock differences round (1000.1 - 1000.0 != 0.1): one period's refill must still make a whole token.
 _TOKEN_EPSILON = 1e-9
 # Weight of the last interval in the adaptive sampler's estimate of the traffic. The estimate moves half way each
@@ -34,21 +34,30 @@ class Sampler(Protocol):
     @property
     def rate(self) -> float: ...
 
-    def should_sample(self, trace_id: int) -> bool: ...
+    @property
+    def threshold(self) -> int:
+        """The threshold of the last decision (of the rate, before any): the one a sampled trace records."""
+        ...
+
+    def should_sample(self, trace_id: int, random_value: int | None = None) -> bool:
+        """Sampled when the randomness (``random_value``, else the trace id's rightmost 56 bits) reaches the
+        threshold."""
+        ...
 
 
 class RatioSampler:
-    """OpenTelemetry's TraceIdRatioBased: the low 64 bits of the trace id against ``rate * 2**64``.
+    """OpenTelemetry's consistent probability sampler: sampled when R >= T, T = (1 - rate) x 2^56.
 
-    The same trace id gets the same answer in every worker and every gateway at the same rate.
+    R is the trace id's rightmost 56 bits (or a trusted ``rv``): the same trace id gets the same answer in every
+    worker and every gateway at the same rate, and a lower rate samples a subset of a higher one's traces.
     """
 
     def __init__(self, rate: float) -> None:
         self.rate = _checked_rate(rate)
-        self._bound = round(rate * 2**64)
+        self.threshold = threshold_for(rate)
 
-    def should_sample(self, trace_id: int) -> bool:
-        return trace_id & _LOW_64_BITS < self._bound
+    def should_sample(self, trace_id: int, random_value: int | None = None) -> bool:
+        return is_sampled(self.threshold, randomness(trace_id) if random_value is None else random_value)
 
 
 class AdaptiveSampler:
@@ -90,12 +99,12 @@ class AdaptiveSampler:
         """The smoothed new traces per second seen so far; None before the first interval ends."""
         return self._traffic
 
-    def should_sample(self, trace_id: int) -> bool:
+    def should_sample(self, trace_id: int, random_value: int | None = None) -> bool:
         now = self._now()
         if now >= self._next_adjustment:
             self._adjust(now)
         self._seen += 1
-        return trace_id & _LOW_64_BITS < self._bound
+        return is_sampled(self.threshold, randomness(trace_id) if random_value is None else random_value)
 
     def _adjust(self, now: float) -> None:
         # An empty interval counts as one request: at most that many came, and a log scale has no room for zero.
@@ -110,7 +119,7 @@ class AdaptiveSampler:
 
     def _set_rate(self, rate: float) -> None:
         self.rate = rate
-        self._bound = round(rate * 2**64)
+        self.threshold = threshold_for(rate)
         if self._on_rate is not None:
             self._on_rate(rate)
 
@@ -131,6 +140,9 @@ class TracesPerSecondCap:
         self._tokens = self._burst
         self._now = now
         self._last = now()
+        # While the bucket refuses traces, those it lets through are not sampled at the route's probability.
+        self._limiting_until = -float("inf")
+        self._refill_period = max(1.0, 1.0 / max_per_second) if max_per_second else 0.0
 
     def try_acquire(self) -> bool:
         if not self.max_per_second:
@@ -140,9 +152,15 @@ class TracesPerSecondCap:
         self._tokens = min(self._burst, self._tokens + max(0.0, now - self._last) * self.max_per_second)
         self._last = now
         if self._tokens < 1.0 - _TOKEN_EPSILON:
+            self._limiting_until = now + self._refill_period
             return False
         self._tokens = max(0.0, self._tokens - 1.0)
         return True
+
+    def limiting(self) -> bool:
+        """Did the bucket refuse a trace within its last refill period (at least a second)? Then the share it lets
+        through depends on the traffic, not on the trace id, and no threshold tells it."""
+        return self.max_per_second > 0 and self._now() <= self._limiting_until
 
     def refund(self) -> None:
         """Gives back the token of a trace that another cap refused after this one allowed it."""
@@ -152,9 +170,13 @@ class TracesPerSecondCap:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """``threshold`` is the consistent-sampling threshold a new sampled trace records (``ot=th``), or None: a
+    decision taken upstream (its tracestate goes on as it came), a debug trace, or one a limiting cap let through."""
+
     sampled: bool
     debug: bool
     reason: str
+    threshold: int | None = None
 
 
 _DEBUG = Decision(True, True, DEBUG)
@@ -166,6 +188,19 @@ _ROUTE_RATE_LIMITED = Decision(False, False, ROUTE_RATE_LIMITED)
 _RATE_LIMITED = Decision(False, False, RATE_LIMITED)
 _QUEUE_FULL = Decision(False, False, QUEUE_FULL)
 _NO_EXPORTER = Decision(False, False, NO_EXPORTER)
+_NO_OT = OtState()
+# One Decision per threshold in use, as the constants above: a route's rate, or an adaptive one's recent ones.
+_MAX_CACHED_THRESHOLDS = 4096
+_sampled_at: dict[int, Decision] = {}
+
+
+def _ratio_sampled(threshold: int) -> Decision:
+    decision = _sampled_at.get(threshold)
+    if decision is None:
+        if len(_sampled_at) >= _MAX_CACHED_THRESHOLDS:
+            _sampled_at.clear()
+        decision = _sampled_at[threshold] = Decision(True, False, RATIO, threshold)
+    return decision
 
 
 def decide(
@@ -175,6 +210,7 @@ def decide(
     route_cap: TracesPerSecondCap,
     process_cap: TracesPerSecondCap,
     reserve: Callable[[], bool],
+    ot: OtState | None = None,
     exporting: bool = True,
 ) -> Decision:
     """Sample this request's trace or not.
@@ -184,6 +220,9 @@ def decide(
     reporter's room is asked. A new (or deferred) trace must pass the route's sampler, then the route's cap,
     then the process's cap (a route's token comes back when the process refuses), then ``reserve``, which asks
     the span reporter for room and so is called only for a trace about to be sampled.
+
+    ``ot`` is a trusted client's ``ot`` tracestate entry: its ``rv`` replaces the trace id's random bits, and
+    its ``th`` may raise the route's threshold, never lower it (an earlier stage kept only R >= th).
 
     Without an exporter (``exporting`` false) no new trace is sampled: the mesh would report its spans of a trace
     whose root nobody receives. A trusted parent's decision is still honoured: its trace has a root elsewhere, the
@@ -195,8 +234,14 @@ def decide(
         return _PARENT_SAMPLED if incoming.sampled else _PARENT_NOT_SAMPLED
     if not exporting:
         return _NO_EXPORTER
-    if not sampler.should_sample(trace_id):
+    ot = ot or _NO_OT
+    if not sampler.should_sample(trace_id, ot.random_value):
         return _RATIO_NOT_SAMPLED
+    threshold = sampler.threshold
+    if ot.threshold is not None and ot.threshold > threshold:
+        threshold = ot.threshold
+        if not is_sampled(threshold, randomness(trace_id) if ot.random_value is None else ot.random_value):
+            return _RATIO_NOT_SAMPLED
     if not route_cap.try_acquire():
         return _ROUTE_RATE_LIMITED
     if not process_cap.try_acquire():
@@ -204,7 +249,24 @@ def decide(
         return _RATE_LIMITED
     if not reserve():
         return _QUEUE_FULL
-    return _RATIO_SAMPLED
+    if route_cap.limiting() or process_cap.limiting():
+        return _RATIO_SAMPLED
+    return _ratio_sampled(threshold)
+
+
+def tracestate_after(incoming_tracestate: str | None, ot: OtState, decision: Decision) -> str | None:
+    """The tracestate that goes upstream with the decision and is recorded on the gateway's spans.
+
+    A parent's decision leaves a trusted client's tracestate as it came. A decision of the gateway's own sets the
+    ``ot`` entry's ``th`` to the threshold that applied (none when not sampled, or not by a threshold: the spec
+    asks a non-probabilistic stage to erase it), keeps its ``rv`` and the other vendors' entries.
+    """
+    if decision.reason == TRUSTED_PARENT:
+        return incoming_tracestate
+    threshold = decision.threshold if decision.sampled else None
+    if incoming_tracestate is None and threshold is None:
+        return None
+    return with_ot(incoming_tracestate, OtState(threshold, ot.random_value, ot.others)) or None
 
 
 def _checked_rate(rate: float) -> float:

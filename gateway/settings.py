@@ -8,7 +8,7 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, IPvAnyNetwork, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_core import ErrorDetails, PydanticUseDefault
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -17,6 +17,8 @@ from gateway.masking import mask_url
 ENV_PREFIX = "GATEWAY_"
 # What Kubernetes sets <SERVICE>_PORT to (docs: "Environment variables" of Services).
 SERVICE_LINK_VALUE = re.compile(r"(tcp|udp|sctp)://[0-9A-Fa-f.:\[\]]+:[0-9]+")
+# Settings whose values an error message never repeats (API keys in OTLP headers).
+SECRET_SETTINGS = frozenset({"otlp_headers"})
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
@@ -39,6 +41,17 @@ def _http_url(value: str) -> str:
     scheme, sep, rest = value.partition("://")
     if not sep or scheme.lower() not in ("http", "https") or not rest or rest.startswith("/"):
         raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+def _key_values(value: SecretStr) -> SecretStr:
+    # Checked here so that the error names the variable; the message never repeats the value (a secret, often).
+    from gateway.otlp import HeaderError, parse_key_values
+
+    try:
+        parse_key_values(value.get_secret_value())
+    except (HeaderError, UnicodeDecodeError) as exc:
+        raise ValueError(f"must be key=value,key=value with percent-encoded values: {exc}") from None
     return value
 
 
@@ -158,6 +171,19 @@ class Settings(BaseSettings):
     reporter_timeout: float = Field(10.0, gt=0.0, le=120.0, description="seconds one POST to the collector may take")
     # With the backoff (0.1 s doubling to 5 s, jittered), 10 attempts ride out a collector outage of 10 to 20 s.
     reporter_max_attempts: int = Field(10, ge=1, le=20, description="attempts per span batch (exponential backoff)")
+    # OpenTelemetry export (issue 19): OTLP/HTTP protobuf beside or instead of Zipkin; headers as
+    # OTEL_EXPORTER_OTLP_HEADERS writes them (an API key, often: a secret, never shown).
+    otlp_url: Annotated[str, AfterValidator(_http_url)] = Field(
+        "", description="OTLP/HTTP protobuf span endpoint, e.g. http://otel-collector:4318/v1/traces; empty = none"
+    )
+    otlp_headers: Annotated[SecretStr, AfterValidator(_key_values)] = Field(
+        SecretStr(""), description="key=value,key=value sent with every OTLP export (values are never shown)"
+    )
+
+    @property
+    def exports_spans(self) -> bool:
+        """Is any span exporter configured (GATEWAY_ZIPKIN_URL or GATEWAY_OTLP_URL)?"""
+        return has_exporter(self)
 
     shutdown_timeout: float = Field(
         20.0, gt=0.0, le=600.0, description="on SIGTERM: seconds for requests in flight, then for queued spans"
@@ -180,7 +206,7 @@ class Settings(BaseSettings):
 
 
 # The settings that each turn a span exporter on, named `<exporter>_url`; a branch that adds an exporter adds its own.
-EXPORTER_URLS = ("zipkin_url",)
+EXPORTER_URLS = ("zipkin_url", "otlp_url")
 
 
 def exporters(settings: Settings) -> dict[str, str]:
@@ -205,8 +231,10 @@ def describe(error: ErrorDetails) -> str:
     if not location:
         return message
     variable = env_name(str(location[0]))
-    # A validator's own message may show the value already (parse_upstream's do, for the route file's sake).
-    given = "" if error["type"] == "missing" or "(got " in message else f" (got {_shown(error['input'])})"
+    # A validator's own message may show the value already (parse_upstream's do, for the route file's sake); a
+    # secret's value is never shown.
+    shown = error["type"] != "missing" and "(got " not in message and location[0] not in SECRET_SETTINGS
+    given = f" (got {_shown(error['input'])})" if shown else ""
     return f"{variable}: {message}{given}"
 
 

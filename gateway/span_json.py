@@ -1,8 +1,9 @@
-"""The reporter's Zipkin v2 JSON: a slice of exchanges written by the C encoder, with `span_dicts` as its fallback.
+"""The reporter's Zipkin v2 JSON: a slice of exchanges written by the C encoder, with `build_spans` + `encode_batch`
+(py_zipkin's span model, the one Python writer) as its fallback.
 
 `gateway/_spanjson.c` writes the two spans of an exchange in one pass over its fields, about eight times faster
 than building them as dicts for orjson, which was most of what tracing a request cost (docs/performance.md). What it
-does not know it leaves to `span_dicts` one exchange at a time: a client address, an upstream or a route's tags not
+does not know it leaves to the fallback one exchange at a time: a client address, an upstream or a route's tags not
 yet cached here (this fallback caches them), an exchange holding a field of an unexpected type. Without a C compiler
 at install time the extension is missing and every exchange takes the fallback: slower, the same bytes once parsed.
 """
@@ -17,10 +18,10 @@ from py_zipkin.encoding import Endpoint
 from gateway.routes import RESERVED_TAGS
 from gateway.spans import (
     Exchange,
+    build_spans,
     client_address_json,
-    encode_span_dicts,
+    encode_batch,
     endpoint_json,
-    span_dicts,
     upstream_endpoint_json,
 )
 
@@ -62,7 +63,7 @@ class SliceEncoder:
 
     def _fallback(self, exchange: Exchange) -> bytes:
         self._cache(exchange)
-        return encode_span_dicts(span_dicts(exchange, self._local))[1:-1]
+        return encode_batch(build_spans(exchange, self._local))[1:-1]
 
     def _cache(self, exchange: Exchange) -> None:
         host = exchange.client_host
@@ -77,7 +78,7 @@ class SliceEncoder:
             self._upstreams[id(upstream)] = (upstream, orjson.dumps(upstream_endpoint_json(upstream)))
         tags = exchange.tags
         # A tag named like one of the gateway's own is refused in a route file; an Exchange made with one anyway
-        # keeps to span_dicts, where the gateway's tag wins.
+        # keeps to the fallback, where the gateway's tag wins.
         if tags and tags not in self._tag_sets and not RESERVED_TAGS.intersection(name for name, _ in tags):
             if len(self._tag_sets) >= MAX_CACHED_ROUTES:
                 self._tag_sets.clear()

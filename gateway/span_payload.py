@@ -1,4 +1,4 @@
-"""The bodies the reporter POSTs: Zipkin v2 JSON lists of spans, gzip-compressed as they are encoded.
+"""The bodies the reporter POSTs: Zipkin v2 JSON lists or OTLP protobuf requests, gzip-compressed as they are encoded.
 
 A batch is encoded a slice of exchanges at a time, and each slice's JSON goes straight into the batch's compressor:
 the batch never exists whole as uncompressed JSON. Joining the slices first and compressing the result made three
@@ -11,6 +11,10 @@ from __future__ import annotations
 import gc
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from py_zipkin.encoding import Endpoint
 
 from gateway.span_json import SliceEncoder
 from gateway.spans import Exchange
@@ -29,6 +33,46 @@ GZIP_LEVEL = 1
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer, as Content-Encoding: gzip needs
 
 
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How the documents of a format join into one: a JSON list's brackets and commas, or nothing at all for
+    protobuf (serialized messages concatenate into one whose repeated fields hold both)."""
+
+    opening: bytes
+    separator: bytes
+    closing: bytes
+
+    @property
+    def edge(self) -> int:
+        return len(self.opening)
+
+
+JSON_LIST = Framing(b"[", b",", b"]")
+PROTOBUF = Framing(b"", b"", b"")
+
+
+class SpanEncoder(Protocol):
+    """One span format: ``encode(exchanges) -> bytes`` (a whole document), and how documents join."""
+
+    @property
+    def framing(self) -> Framing: ...
+
+    def encode(self, exchanges: Sequence[Exchange]) -> bytes: ...
+
+
+class ZipkinJsonEncoder:
+    """Zipkin v2 JSON (``ListOfSpans``) for one local endpoint, written by ``SliceEncoder`` (C, else Python)."""
+
+    __slots__ = ("_slices",)
+    framing = JSON_LIST
+
+    def __init__(self, local: Endpoint | SliceEncoder) -> None:
+        self._slices = local if isinstance(local, SliceEncoder) else SliceEncoder(local)
+
+    def encode(self, exchanges: Sequence[Exchange]) -> bytes:
+        return b"[" + self._slices.items(exchanges) + b"]"
+
+
 class Payload:
     """Encoded spans and how many there are: a JSON list from ``encode_slice``, gzipped from ``GzipSpanList``."""
 
@@ -39,7 +83,7 @@ class Payload:
         self.spans = spans
 
 
-def encode_slice(exchanges: Sequence[Exchange], encoder: SliceEncoder) -> Payload:
+def encode_slice(exchanges: Sequence[Exchange], encoder: SliceEncoder | SpanEncoder) -> Payload:
     """The spans of a few exchanges as one JSON list, with the garbage collector paused while it is built.
 
     The C encoder makes no Python objects but the result; the Python one (its fallback) builds span dicts, which
@@ -50,38 +94,45 @@ def encode_slice(exchanges: Sequence[Exchange], encoder: SliceEncoder) -> Payloa
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return Payload(b"[" + encoder.items(exchanges) + b"]", SPANS_PER_EXCHANGE * len(exchanges))
+        if isinstance(encoder, SliceEncoder):
+            encoder = ZipkinJsonEncoder(encoder)
+        return Payload(encoder.encode(exchanges), SPANS_PER_EXCHANGE * len(exchanges))
     finally:
         if enabled:
             gc.enable()
 
 
 class GzipSpanList:
-    """One gzip-compressed JSON list of spans, built from the items of JSON lists added one after another."""
+    """One gzip-compressed document of spans (a JSON list by default), built from documents added one after another.
 
-    __slots__ = ("_compressor", "_parts", "json_bytes", "spans")
+    ``json_bytes`` is the document's size once uncompressed, whatever its format.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_compressor", "_framing", "_parts", "json_bytes", "spans")
+
+    def __init__(self, framing: Framing = JSON_LIST) -> None:
+        self._framing = framing
         self._compressor = _deflate.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
-        self._parts = [self._compressor.compress(b"[")]
-        self.json_bytes = 2  # the size of the list once uncompressed: its brackets so far
+        self._parts = [self._compressor.compress(framing.opening)]
+        self.json_bytes = 2 * framing.edge  # the opening and closing so far
         self.spans = 0
 
-    def add(self, json_list: Payload) -> None:
-        """Appends the items of ``json_list`` (its ``body`` a JSON list of spans) to this list."""
-        items = memoryview(json_list.body)[1:-1]  # without the brackets, and without copying
+    def add(self, document: Payload) -> None:
+        """Appends the spans of ``document`` (its ``body`` a document of this framing) to this one."""
+        edge = self._framing.edge
+        items = memoryview(document.body)[edge : len(document.body) - edge]  # without copying
         if not items:
             return
-        if self.spans:
-            self._parts.append(self._compressor.compress(b","))
-            self.json_bytes += 1
+        if self.spans and self._framing.separator:
+            self._parts.append(self._compressor.compress(self._framing.separator))
+            self.json_bytes += len(self._framing.separator)
         self._parts.append(self._compressor.compress(items))
         self.json_bytes += len(items)
-        self.spans += json_list.spans
+        self.spans += document.spans
 
     def close(self) -> Payload:
-        """The compressed list, whole; nothing can be added afterwards."""
-        self._parts.append(self._compressor.compress(b"]"))
+        """The compressed document, whole; nothing can be added afterwards."""
+        self._parts.append(self._compressor.compress(self._framing.closing))
         self._parts.append(self._compressor.flush())
         body = b"".join(self._parts)
         self._parts = []

@@ -1,4 +1,5 @@
-"""Zipkin v2 spans for one proxied request: py_zipkin's span model, and the same spans written straight as JSON."""
+"""Zipkin v2 spans for one proxied request: py_zipkin's span model and its V2 JSON, the one Python writer of the
+gateway's Zipkin spans (the C encoder in gateway/_spanjson.c is held to it)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,16 @@ from py_zipkin.encoding import Endpoint, Span
 from py_zipkin.encoding._encoders import JSONEndpoint, _V2JSONEncoder
 
 from gateway.context import MAX_64BIT
-from gateway.routes import Upstream
-
-# One span as a Zipkin v2 JSON object, ready for orjson.
-SpanJSON = dict[str, object]
+from gateway.routes import TRACESTATE_TAG, Upstream
 
 HTTP_HOST = "http.host"
 HTTP_METHOD = "http.method"
 HTTP_PATH = "http.path"
 HTTP_STATUS_CODE = "http.status_code"
 ERROR = "error"
+# The span's W3C tracestate (with the gateway's `ot=th:` sampling threshold), as the OpenTelemetry Collector's
+# Zipkin receiver reads it back into the span's trace state.
+W3C_TRACESTATE = TRACESTATE_TAG
 
 
 @dataclass(slots=True)
@@ -53,7 +54,8 @@ class Exchange:
     server_duration: float  # seconds
     client_start: float
     client_duration: float
-    tags: tuple[tuple[str, str], ...] = ()  # a route's static tags, on both spans; the HTTP tags win a clash
+    # A route's static tags, on both spans, then W3C_TRACESTATE when the trace has one; the HTTP tags win a clash.
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 def local_endpoint(service_name: str, host: str, port: int) -> Endpoint:
@@ -104,52 +106,6 @@ def build_spans(exchange: Exchange, local: Endpoint) -> tuple[Span, Span]:
         tags=client_tags,
     )
     return server, client
-
-
-def span_dicts(exchange: Exchange, local: Endpoint) -> tuple[SpanJSON, SpanJSON]:
-    """The two spans of ``build_spans`` as Zipkin v2 JSON values, written straight from the exchange.
-
-    The same values py_zipkin's encoder gives for ``build_spans``'s spans (a property test holds the two to each
-    other), without making two ``Span`` objects and reading them back. The reporter writes spans in C
-    (``gateway/_spanjson.c``), with this as its fallback and the reference it is tested against. Endpoints are
-    encoded once each by py_zipkin and cached.
-    """
-    trace_id = _trace_id_hex(exchange.trace_id)
-    server_id = f"{exchange.server_span_id:016x}"
-    server: SpanJSON = {"traceId": trace_id, "id": server_id}
-    client: SpanJSON = {"traceId": trace_id, "id": f"{exchange.client_span_id:016x}"}
-    if exchange.debug:
-        server["debug"] = client["debug"] = True
-    if exchange.name:
-        server["name"] = client["name"] = exchange.name
-    if exchange.parent_id is not None:
-        server["parentId"] = f"{exchange.parent_id:016x}"
-    client["parentId"] = server_id
-    if exchange.server_start:
-        server["timestamp"] = int(exchange.server_start * 1000000)
-    server["duration"] = max(1, int(exchange.server_duration * 1000000))
-    server["kind"] = _SERVER
-    if exchange.client_start:
-        client["timestamp"] = int(exchange.client_start * 1000000)
-    client["duration"] = max(1, int(exchange.client_duration * 1000000))
-    client["kind"] = _CLIENT
-    server["localEndpoint"] = client["localEndpoint"] = _ENCODER.endpoint_json(local)
-    remote = _client_endpoint_json(exchange.client_host, exchange.client_port)
-    if remote is not None:
-        server["remoteEndpoint"] = remote
-    client["remoteEndpoint"] = _upstream_endpoint_json(exchange.upstream)
-    server_tags = _request_tags(exchange)
-    client_tags = server_tags.copy()
-    _add_status_tags(server_tags, exchange.error, exchange.status_code)
-    _add_status_tags(client_tags, exchange.error, exchange.upstream_status_code)
-    server["tags"] = server_tags
-    client["tags"] = client_tags
-    return server, client
-
-
-def encode_span_dicts(spans: Sequence[SpanJSON]) -> bytes:
-    """A Zipkin v2 JSON list (``ListOfSpans``) of values from ``span_dicts``, in one ``orjson.dumps``."""
-    return orjson.dumps(spans)
 
 
 def encode_batch(spans: Sequence[Span]) -> bytes:
@@ -213,8 +169,6 @@ class _ZipkinV2JSONEncoder(_V2JSONEncoder):
 
 
 _ENCODER = _ZipkinV2JSONEncoder()
-_SERVER = Kind.SERVER.value
-_CLIENT = Kind.CLIENT.value
 
 
 def _http_tags(exchange: Exchange, status_code: int | None) -> dict[str, str]:
@@ -261,7 +215,7 @@ def client_address_json(host: str) -> JSONEndpoint:
 
 def upstream_endpoint_json(upstream: Upstream) -> JSONEndpoint:
     """The CLIENT span's remote endpoint: where the route sends its requests."""
-    return _upstream_endpoint_json(upstream)
+    return _ENCODER.endpoint_json(_upstream_endpoint(upstream))
 
 
 @lru_cache(maxsize=1024)  # keep-alive clients send many requests from one address and port
@@ -270,17 +224,6 @@ def _client_endpoint(host: str | None, port: int | None) -> Endpoint | None:
     if ipv4 is None and ipv6 is None and not port:
         return None
     return Endpoint(service_name=None, ipv4=ipv4, ipv6=ipv6, port=port or None)
-
-
-@lru_cache(maxsize=1024)
-def _client_endpoint_json(host: str | None, port: int | None) -> JSONEndpoint | None:
-    endpoint = _client_endpoint(host, port)
-    return None if endpoint is None else _ENCODER.endpoint_json(endpoint)
-
-
-@lru_cache(maxsize=64)
-def _upstream_endpoint_json(upstream: Upstream) -> JSONEndpoint:
-    return _ENCODER.endpoint_json(_upstream_endpoint(upstream))
 
 
 @lru_cache(maxsize=64)

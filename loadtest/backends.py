@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from loadtest.traces import HTTP_PATH, SpanView, hex_id, span_from_json, trace_hex
+from loadtest.traces import HTTP_PATH, W3C_TRACESTATE, SpanView, hex_id, span_from_json, trace_hex
 
 ZIPKIN_API = "/api/v2"
 JAEGER_API = "/api"
@@ -205,6 +205,7 @@ def _jaeger_span(span: Mapping[str, Any], processes: Mapping[str, Any]) -> SpanV
         name=span.get("operationName"),
         path=tags.get(HTTP_PATH),
         remote=remote.lower() if isinstance(remote, str) and remote else None,
+        tracestate=tags.get(W3C_TRACESTATE) if isinstance(tags.get(W3C_TRACESTATE), str) else None,
     )
 
 

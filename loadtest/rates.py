@@ -1,6 +1,6 @@
 """Does the sampled fraction agree with the configured rate? A binomial bound per group of requests (no I/O).
 
-The gateway samples a new trace when the low 64 bits of its random trace id fall under `rate x 2^64`, so each
+The gateway samples a new trace when the rightmost 56 bits of its random trace id reach `(1 - rate) x 2^56`, so each
 request is sampled independently with probability `rate`: out of n requests, the sampled count has mean n x rate
 and standard deviation sqrt(n x rate x (1 - rate)). A count further than `sigmas` standard deviations from the mean
 (4 by default: a healthy run fails about once in 16 000) says the configured rate is not the one applied. Rates of

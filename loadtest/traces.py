@@ -18,11 +18,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from gateway.threshold import parse_ot
 from loadtest.expectations import Expectations, missing_spans
-from loadtest.rates import RateGroup, RouteLookup, rate_groups
+from loadtest.rates import ALL_ROUTES, RateGroup, RouteLookup, RouteRate, rate_groups
+from loadtest.thresholds import ThresholdGroup, threshold_groups
 
 TRACERESPONSE = "traceresponse"
 HTTP_PATH = "http.path"
+# The gateway's tracestate on its spans, with its sampling threshold (`ot=th:`), as Zipkin and Jaeger keep it.
+W3C_TRACESTATE = "w3c.tracestate"
 DEFAULT_MAX_RECORDS = 200_000
 DEFAULT_MAX_FORGED = 5_000
 LOW_64_BITS = (1 << 64) - 1
@@ -266,6 +270,7 @@ class SpanView:
     name: str | None = None
     path: str | None = None
     remote: str | None = None
+    tracestate: str | None = None
 
     def describe(self) -> str:
         return f"{self.service or '?'} {self.kind or 'span'} {self.name or '?'!r}"
@@ -287,6 +292,7 @@ def span_from_json(data: Mapping[str, Any]) -> SpanView:
             name=data.get("name"),
             path=tags.get(HTTP_PATH),
             remote=_lower(remote.get("serviceName")),
+            tracestate=tags.get(W3C_TRACESTATE),
         )
     except (KeyError, TypeError, AttributeError, ValueError):
         raise ValueError(f"not a Zipkin v2 span: {str(dict(data))[:200]}") from None
@@ -407,6 +413,21 @@ class RatePolicy:
         decisions = ((record.endpoint, record.sampled, record.hostile) for record in records)
         return rate_groups(decisions, self.rate, self.routes, self.sigmas, self.upper_only)
 
+    def threshold_groups(
+        self, records: Iterable[Record], traces: Mapping[int, Sequence[SpanView]]
+    ) -> list[ThresholdGroup]:
+        """Per route, the thresholds the gateway's SERVER spans recorded against the share it sampled."""
+        lookup = self.routes or (lambda endpoint: RouteRate(ALL_ROUTES))
+        configured: dict[str, float | None] = {}
+        decisions: list[tuple[str, bool, int | None]] = []
+        for record in records:
+            route = lookup(record.endpoint)
+            fixed = route.rate if route.rate is not None else self.rate
+            uncapped = not (route.adaptive or route.capped or self.upper_only)
+            configured[route.name] = fixed if uncapped else None
+            decisions.append((route.name, record.sampled, _recorded_threshold(record, traces)))
+        return threshold_groups(decisions, configured, self.sigmas)
+
 
 @dataclass(frozen=True, slots=True)
 class Report:
@@ -421,6 +442,7 @@ class Report:
     unannounced_complete: int = 0
     unanswered: int = 0
     rates: tuple[RateGroup, ...] = ()
+    thresholds: tuple[ThresholdGroup, ...] = ()
     hostile: int = 0
     hostile_sampled: int = 0
     forged_checked: int = 0
@@ -429,7 +451,7 @@ class Report:
 
     @property
     def rate_ok(self) -> bool:
-        return all(group.ok for group in self.rates)
+        return all(group.ok for group in self.rates) and all(group.ok for group in self.thresholds)
 
     @property
     def passed(self) -> bool:
@@ -456,6 +478,7 @@ class Report:
             "unanswered": self.unanswered,
             "rate_ok": self.rate_ok,
             "rates": [group.as_json() for group in self.rates],
+            "thresholds": [group.as_json() for group in self.thresholds if group.thresholds],
             "hostile": {
                 "responses": self.hostile,
                 "sampled": self.hostile_sampled,
@@ -527,12 +550,27 @@ def judge(
         unannounced_complete=sum(verdict.status is Status.COMPLETE for verdict in unannounced),
         unanswered=recording.unanswered,
         rates=tuple(rates.groups(record for _, record in announced)) if rates is not None and rates.active else (),
+        thresholds=(
+            tuple(rates.threshold_groups((record for _, record in announced), traces))
+            if rates is not None and rates.active
+            else ()
+        ),
         hostile=len(hostile),
         hostile_sampled=sum(record.sampled for record in hostile),
         forged_checked=len(set(recording.forged)),
         forged_seen=forged_seen,
         workers=workers,
     )
+
+
+def _recorded_threshold(record: Record, traces: Mapping[int, Sequence[SpanView]]) -> int | None:
+    """The threshold on the gateway's SERVER span of a sampled record's trace (the span its response announced)."""
+    if not record.sampled:
+        return None
+    for span in traces.get(record.trace_id, ()):
+        if span.id == record.span_id and span.tracestate:
+            return parse_ot(span.tracestate).threshold
+    return None
 
 
 def summary(report: Report, examples: int = 10, listed: int = _LISTED_TRACES) -> str:
@@ -563,6 +601,10 @@ def summary(report: Report, examples: int = 10, listed: int = _LISTED_TRACES) ->
     if report.rates:
         lines.append(f"Sample rate: {'as configured' if report.rate_ok else 'NOT as configured'}")
         lines.extend(f"  {'ok ' if group.ok else 'BAD'} {group.describe()}" for group in report.rates)
+    recorded = [group for group in report.thresholds if group.thresholds]
+    if recorded:
+        lines.append("  recorded sampling thresholds (ot=th) against the share sampled, per route:")
+        lines.extend(f"  {'ok ' if group.ok else 'BAD'} {group.describe()}" for group in recorded)
     lines.extend(f"  ! {problem}" for problem in report.problems)
     if report.broken:
         lines.append(f"Broken traces (the first {min(listed, len(report.broken))} of {len(report.broken)}):")

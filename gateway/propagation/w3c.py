@@ -45,6 +45,8 @@ MAX_TRACESTATE_LENGTH = 32 * 1024
 
 _VERSION_00_LENGTH = 55
 _SAMPLED_FLAG = 0x01
+# W3C Trace Context Level 2: the trace id's rightmost 7 bytes are random (consistent sampling relies on it).
+_RANDOM_FLAG = 0x02
 # The spec's HEXDIGLC: upper-case hex is invalid.
 _HEX2 = re.compile(r"[0-9a-f]{2}")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
@@ -116,9 +118,13 @@ def parse_tracestate(values: Sequence[str]) -> str | None:
     return ",".join(members)
 
 
-def format_traceparent(ctx: TraceContext) -> str:
-    """A version 00 ``traceparent`` for ``ctx``; W3C has no deferred decision, so a deferred one is ``00``."""
-    return _format(ctx.trace_id, ctx.span_id, bool(ctx.sampled or ctx.debug))
+def format_traceparent(ctx: TraceContext, random: bool = False) -> str:
+    """A version 00 ``traceparent`` for ``ctx``; W3C has no deferred decision, so a deferred one is ``00``.
+
+    ``random`` sets Level 2's Random flag (``03`` sampled, ``02`` not): only for a trace id the gateway made.
+    """
+    flags = (_SAMPLED_FLAG if ctx.sampled or ctx.debug else 0) | (_RANDOM_FLAG if random else 0)
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{flags:02x}"
 
 
 def format_traceresponse(trace_id: int, span_id: int, sampled: bool) -> str:

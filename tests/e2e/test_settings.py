@@ -30,6 +30,9 @@ BAD_SETTINGS: list[tuple[str, dict[str, object], dict[str, str]]] = [
     ("unknown-propagation", {"propagation": "b3,jaeger"}, {"GATEWAY_PROPAGATION": "jaeger"}),
     ("zipkin-url-not-http", {"zipkin_url": "collector:9411"}, {"GATEWAY_ZIPKIN_URL": "collector:9411"}),
     ("negative-timeout", {"upstream_timeout": "-1"}, {"GATEWAY_UPSTREAM_TIMEOUT": "-1"}),
+    ("otlp-url-not-http", {"otlp_url": "otel:4318"}, {"GATEWAY_OTLP_URL": "otel:4318"}),
+    # The headers often hold an API key: the line says what is wrong, never the value (see below).
+    ("otlp-headers-not-key-value", {"otlp_headers": "api-key=s3cret,novalue"}, {"GATEWAY_OTLP_HEADERS": "entry 2"}),
     ("trust-not-a-bool", {"trust_incoming_trace": "maybe"}, {"GATEWAY_TRUST_INCOMING_TRACE": "maybe"}),
     (
         "three-bad-at-once",
@@ -56,3 +59,4 @@ def test_bad_settings_exit_2_with_one_line_per_bad_variable(
     assert named == sorted(expected), f"expected one line for each of {sorted(expected)}, got:\n{output}"
     for line, variable in lines:
         assert expected[variable] in line, f"{variable}'s line does not show the bad value: {line!r}"
+    assert "s3cret" not in output, "a secret setting's value is never shown"

@@ -26,7 +26,7 @@ from tests.e2e.conftest import (
 pytestmark = pytest.mark.e2e
 
 QUIET_PERIOD = 0.6  # six flush intervals of the test gateways: long enough for a span that was coming to arrive
-LOW_64_BITS = 2**64 - 1
+RANDOM_BITS = 2**56 - 1
 
 
 @pytest.mark.parametrize("trace_id_128bit", [True, False], ids=["128bit", "64bit"])
@@ -139,11 +139,11 @@ def test_rate_0_3_samples_within_four_standard_deviations_and_reports_every_samp
     assert len({trace_id for trace_id, _ in results}) == requests
     expected, deviation = requests * rate, math.sqrt(requests * rate * (1 - rate))
     assert abs(len(sampled) - expected) <= 4 * deviation, f"{len(sampled)} sampled of {requests} at rate {rate}"
-    # Trace-id-ratio sampling (OpenTelemetry's TraceIdRatioBased): the decision is a function of the trace id,
-    # so every worker and replica agrees on it.
-    bound = round(rate * 2**64)
-    disagree = [t for t, is_sampled in results if (int(t, 16) & LOW_64_BITS < bound) != is_sampled]
-    assert disagree == [], f"{len(disagree)} decisions differ from trace-id-ratio, e.g. {disagree[:3]}"
+    # Consistent probability sampling (OpenTelemetry's threshold rule): the decision is a function of the trace
+    # id's rightmost 56 bits, so every worker and replica agrees on it.
+    threshold = 2**56 - round(rate * 2**56)
+    disagree = [t for t, is_sampled in results if (int(t, 16) & RANDOM_BITS >= threshold) != is_sampled]
+    assert disagree == [], f"{len(disagree)} decisions differ from the threshold rule, e.g. {disagree[:3]}"
 
     metrics = gateway.metrics()
     assert metrics.value("gateway_requests_total", decision="sampled") == len(sampled)

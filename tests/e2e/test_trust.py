@@ -68,7 +68,8 @@ def test_forged_headers_are_ignored_and_not_passed_upstream(
         f"{trace_id}-{client_span_id}-1-{server_span_id}",
         f"{trace_id}-{client_span_id}-1",
     )
-    assert echo.one("traceparent") == f"00-{padded(trace_id)}-{client_span_id}-01"
+    # 03: sampled, and the Random flag, since the gateway made the id (W3C Trace Context Level 2).
+    assert echo.one("traceparent") == f"00-{padded(trace_id)}-{client_span_id}-03"
     assert FORGED_TRACESTATE not in echo.all("tracestate")
 
     spans = collector.wait_for_spans(2)

@@ -47,6 +47,9 @@ class RecordingReporter:
         self.room -= 1
         return True
 
+    def release(self) -> None:
+        self.room += 1
+
     def submit(self, exchange: Exchange, reserved: bool) -> None:
         self.submitted.append((exchange, reserved))
 
@@ -193,7 +196,9 @@ async def test_extra_propagation_formats_carry_the_same_context(gateway_factory)
         seen = upstream_headers(await http.get("/"))
     trace, span, parent = seen["x-b3-traceid"], seen["x-b3-spanid"], seen["x-b3-parentspanid"]
     assert seen["b3"] == f"{trace}-{span}-1-{parent}"
-    assert seen["traceparent"] == f"00-{trace.rjust(32, '0')}-{span}-01"
+    # 03: sampled, and the Random flag of an id the gateway made (W3C Trace Context Level 2).
+    assert seen["traceparent"] == f"00-{trace.rjust(32, '0')}-{span}-03"
+    assert seen["tracestate"] == "ot=th:0", "sampled at rate 1.0: threshold 0"
 
 
 async def test_per_route_sample_rates_override_the_global_rate(tmp_path, upstream_url):
@@ -254,3 +259,30 @@ async def test_a_request_no_route_matches_gets_404_with_an_unsampled_tracerespon
     assert (version, len(trace_id), len(span_id), flags) == ("00", 32, 16, "00")
     assert reporter.submitted == []
     assert counted(app, "gateway_upstream_errors_total", kind="no_route") == 1
+
+
+# A trace id whose rightmost 56 bits fall under rate 0.5's threshold (2^55): the id alone is not sampled.
+UNSAMPLED_BY_ID = 0x463AC35C9F6413AD4800000000000001
+
+
+async def test_a_trusted_rv_decides_a_deferred_trace_and_the_threshold_goes_upstream(gateway_factory):
+    # B3 without a decision defers it to the gateway; the traceparent of the same trace brings the `ot` entry.
+    headers = {
+        "x-b3-traceid": f"{UNSAMPLED_BY_ID:032x}",
+        "x-b3-spanid": "1111111111111111",
+        "traceparent": f"00-{UNSAMPLED_BY_ID:032x}-1111111111111111-00",
+        "tracestate": "rojo=1,ot=rv:80000000000000",
+    }
+    env = {"trust_incoming_trace": True, "propagation": ["b3multi", "tracecontext"], "sample_rate": 0.5}
+    async with gateway_factory(client=TRUSTED_CLIENT, **env) as (http, _, reporter):
+        seen = upstream_headers(await http.get("/", headers=headers))
+        assert seen["x-b3-sampled"] == "1", "rv 0x80000000000000 reaches th:8, whatever the trace id says"
+        assert seen["tracestate"] == "ot=th:8;rv:80000000000000,rojo=1"
+        assert seen["traceparent"].endswith("-01"), "not the gateway's id: no Random flag"
+        ((exchange, reserved),) = reporter.submitted
+        assert reserved and ("w3c.tracestate", "ot=th:8;rv:80000000000000,rojo=1") in exchange.tags
+
+        headers["tracestate"] = "ot=rv:7fffffffffffff"
+        seen = upstream_headers(await http.get("/", headers=headers))
+        assert seen["x-b3-sampled"] == "0"
+        assert seen["tracestate"] == "ot=rv:7fffffffffffff", "rv stays; no th on an unsampled trace"

@@ -86,8 +86,9 @@ routes:
         await http.post("/api/vote/7")
         await http.get("/index.html")
     (vote, _), (rest, _) = reporter.submitted
-    assert (vote.name, vote.tags) == ("vote POST /api/vote/7", (("team", "voting"), ("tier", "1")))
-    assert (rest.name, rest.tags) == ("GET rest", ())
+    # The route's tags, then the trace's tracestate with the threshold of its rate (0: rate 1.0).
+    assert (vote.name, vote.tags[:2]) == ("vote POST /api/vote/7", (("team", "voting"), ("tier", "1")))
+    assert (rest.name, rest.tags) == ("GET rest", (("w3c.tracestate", "ot=th:0"),))
 
 
 async def test_a_routes_timeout_replaces_the_gateways(gateway_with_routes):
@@ -169,7 +170,8 @@ async def test_no_tracestate_goes_upstream_unless_trusted_valid_and_emitted(gate
     sent = {"traceparent": f"00-{TRACE}-{PARENT}-01", "tracestate": "congo=t61rcWkgMzE", **headers}
     async with gateway_with_routes(routes, client=client, **env) as (http, app, _):
         seen = upstream_headers(await http.get("/", headers=sent))
-    assert "tracestate" not in seen
+    # At most the gateway's own state of a trace it started (its sampling threshold), never the client's.
+    assert seen.get("tracestate") in (None, "ot=th:8"), "the default rate 0.5 is threshold 8"
     if headers:
         assert counted(app, "gateway_trace_headers_ignored_total", reason="malformed_tracestate") == 1
         assert seen["x-b3-traceid"] == TRACE, "a bad tracestate must not spoil its traceparent"

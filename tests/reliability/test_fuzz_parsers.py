@@ -112,7 +112,12 @@ STRUCTURED = {
     "b3_single": near(HEX + "-d", ID_PIECES).map(str.encode),
     "b3_multi": lines(near(HEX + "-dtrue", ID_PIECES), max_lines=5),
     "traceparent": near(HEX + "-", ["00-", f"{TRACE_ID}-", f"{SPAN_ID}-", "01", "ff", "-x"]).map(str.encode),
-    "tracestate": lines(near("abz09_-*/@=, \t", ["a=b", "rojo=00f067aa0ba902b7", "x@y=1", ",", "="])),
+    "tracestate": lines(
+        near(
+            "abz09_-*/@=, \t:;",
+            ["a=b", "rojo=00f067aa0ba902b7", "x@y=1", ",", "=", "ot=", "th:", "rv:", "00112233445566", ";"],
+        )
+    ),
     "trace_headers": lines(HEADER_LINE, max_lines=10),
     "forwarding": lines(st.one_of(HEADER_LINE, st.sampled_from(["203.0.113.7", "", "::1"]))),
     "request_target": near("/.%25eE2fF5cC?#\\ab", ["/", "..", ".", "%2e", "%2E", "%2f", "%5c", "http://h", "*"]).map(

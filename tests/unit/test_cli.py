@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from gateway.cli import build_parser, package_version, settings_help
 from gateway.settings import Settings, env_name
@@ -33,6 +34,8 @@ def readme_settings() -> dict[str, str]:
 
 def as_shown(default: object) -> set[str]:
     """The ways the README may write a field's default."""
+    if isinstance(default, SecretStr):
+        default = default.get_secret_value()
     if default is None or default == "" or default == []:
         return {"empty", "none"}
     if isinstance(default, bool):

@@ -38,7 +38,12 @@ def settings(**overrides: Any) -> Settings:
 
 
 def test_worker_view_shows_every_route_with_its_effective_settings():
-    config = settings(zipkin_url="http://user:pw@collector:9411/api/v2/spans?token=t", no_route_status=421)
+    config = settings(
+        zipkin_url="http://user:pw@collector:9411/api/v2/spans?token=t",
+        no_route_status=421,
+        otlp_url="http://otel:4318/v1/traces",
+        otlp_headers="api-key=s3cret,x-tenant=a",
+    )
     routing = build_routing(
         [
             Route(
@@ -83,6 +88,8 @@ def test_worker_view_shows_every_route_with_its_effective_settings():
         "propagation": ["b3multi"],
         "routes_reload_interval": 2.0,
         "zipkin_url": "http://***@collector:9411/api/v2/spans?token=***",
+        "otlp_url": "http://otel:4318/v1/traces",
+        "otlp_headers": ["api-key", "x-tenant"],
     }
     assert view["routes"] == [
         {

@@ -44,6 +44,7 @@ def test_defaults_start_everything_in_order_on_the_usual_ports():
         "GATEWAY_ADMIN_PORT": "9901",
         "GATEWAY_UPSTREAM_URL": "http://127.0.0.1:8081",
         "GATEWAY_ZIPKIN_URL": "http://127.0.0.1:9411/api/v2/spans",
+        "GATEWAY_OTLP_URL": "",
         "GATEWAY_SAMPLE_RATE": "0.5",
         "GATEWAY_ACCESS_LOG": "false",
     }
@@ -92,6 +93,19 @@ def test_banner_names_every_url_and_what_to_expect():
 
 
 @pytest.mark.parametrize(
+    ("exporter", "zipkin", "otlp"),
+    [
+        ("otlp", "", "http://127.0.0.1:9411/v1/traces"),
+        ("both", "http://127.0.0.1:9411/api/v2/spans", "http://127.0.0.1:9411/v1/traces"),
+        ("zipkin", "http://127.0.0.1:9411/api/v2/spans", ""),
+    ],
+)
+def test_demo_exporter_picks_how_the_gateway_reports_to_the_same_collector(exporter: str, zipkin: str, otlp: str):
+    [gateway] = make_plan({"DEMO_EXPORTER": exporter}, PYTHON).stages[2]
+    assert (gateway.env["GATEWAY_ZIPKIN_URL"], gateway.env["GATEWAY_OTLP_URL"]) == (zipkin, otlp)
+
+
+@pytest.mark.parametrize(
     ("environ", "message"),
     [
         ({"GATEWAY_PORT": "http"}, "GATEWAY_PORT must be a port number from 1 to 65535, got 'http'"),
@@ -102,6 +116,7 @@ def test_banner_names_every_url_and_what_to_expect():
         ({"DEMO_BOT": "maybe"}, "DEMO_BOT must be 1 or 0, got 'maybe'"),
         ({"DEMO_BOT_INTERVAL": "0"}, "DEMO_BOT_INTERVAL must be a number of seconds above 0, got '0'"),
         ({"DEMO_BOT_INTERVAL": "nan"}, "DEMO_BOT_INTERVAL must be a number of seconds above 0, got 'nan'"),
+        ({"DEMO_EXPORTER": "jaeger"}, "DEMO_EXPORTER: must be one of zipkin, otlp, both (got 'jaeger')"),
     ],
 )
 def test_a_bad_variable_is_named_in_one_line(environ: dict[str, str], message: str):

@@ -78,7 +78,13 @@ class FakeSender:
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
+    """The sum of the samples named ``name`` whose labels include ``labels`` (every exporter's, unless one is named)."""
+    return sum(
+        sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 def make_reporter(sender: FakeSender, metrics: Metrics, **overrides: float) -> Reporter:

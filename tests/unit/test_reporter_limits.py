@@ -20,6 +20,7 @@ from gateway.reporter import (
     Reporter,
     RetryableError,
     exchange_bytes,
+    with_texts_cut,
 )
 from gateway.spans import local_endpoint
 from tests.support import ThreadedServer
@@ -50,7 +51,13 @@ class Sender:
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
+    """The sum of the samples named ``name`` whose labels include ``labels`` (every exporter's, unless one is named)."""
+    return sum(
+        sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 def make(sender: Sender, metrics: Metrics, **options: int | float) -> Reporter:
@@ -78,12 +85,15 @@ def test_an_exchange_is_sized_by_its_texts_and_long_ones_are_cut() -> None:
     short = exchange(1, "/api/vote")
     assert exchange_bytes(short) == EXCHANGE_BYTES + len("/api/vote") + len("GET /api/vote") + len("example.com")
 
-    long = dataclasses.replace(exchange(2, "/" + "p" * 10_000), host="h" * 9_000)
+    original = dataclasses.replace(exchange(2, "/" + "p" * 10_000), host="h" * 9_000)
+    long = with_texts_cut(original)
     size = exchange_bytes(long)
     assert len(long.path) == len(long.name) == len(long.host) == MAX_TEXT_CHARS
     assert long.path.endswith(TRUNCATED_MARK) and long.path.startswith("/ppp")
     assert size == EXCHANGE_BYTES + 3 * MAX_TEXT_CHARS
-    assert exchange_bytes(long) == size  # sizing again cuts nothing more
+    assert with_texts_cut(long) is long  # cutting again cuts nothing more
+    assert len(original.path) == 10_001, "the record given is never changed: a copy is cut"
+    assert with_texts_cut(short) is short
 
 
 async def test_the_queue_is_bounded_in_bytes_and_sampling_stops_when_they_run_out() -> None:

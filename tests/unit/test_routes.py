@@ -605,6 +605,12 @@ ENTRY = "upstream: http://web"
             id="tags-reserved",
         ),
         pytest.param(
+            f"routes:\n  - {ENTRY}\n    tags:\n      w3c.tracestate: ot=th:0\n",
+            "4",
+            "routes[0].tags.w3c.tracestate: is set by the gateway itself (the trace's W3C tracestate)",
+            id="tags-tracestate",
+        ),
+        pytest.param(
             f"routes:\n  - {ENTRY}\n    tags:\n      team:\n",
             "4",
             "routes[0].tags.team: must be a string, number or boolean (got nothing)",

@@ -20,32 +20,40 @@ from gateway.sampling import (
 from tests.support import FakeClock
 
 
+# The consistent rule: R (the rightmost 56 bits) >= T = (1 - rate) x 2^56.
 @pytest.mark.parametrize(
     ("rate", "trace_id", "expected"),
     [
-        (0.5, 0x7FFFFFFFFFFFFFFF, True),
-        (0.5, 0x8000000000000000, False),
-        (0.5, 0, True),
-        (0.5, MAX_64BIT, False),
-        (0.25, 0x3FFFFFFFFFFFFFFF, True),
-        (0.25, 0x4000000000000000, False),
+        (0.5, 0x80000000000000, True),
+        (0.5, 0x7FFFFFFFFFFFFF, False),
+        (0.5, 0xFFFFFFFFFFFFFF, True),
+        (0.5, 0, False),
+        (0.25, 0xC0000000000000, True),
+        (0.25, 0xBFFFFFFFFFFFFF, False),
         (1.0, MAX_64BIT, True),
         (1.0, 0, True),
+        (0.0, 0xFFFFFFFFFFFFFF, False),
         (0.0, 0, False),
-        (0.0, 1, False),
-        (2**-64, 0, True),
-        (2**-64, 1, False),
+        (2**-56, 0xFFFFFFFFFFFFFF, True),
+        (2**-56, 0xFFFFFFFFFFFFFE, False),
+        (2**-58, 0xFFFFFFFFFFFFFF, False),
     ],
 )
 def test_ratio_sampler_boundaries(rate, trace_id, expected):
     assert RatioSampler(rate).should_sample(trace_id) is expected
 
 
-@pytest.mark.parametrize("high_bits", [1, 0xFFFF, MAX_64BIT])
-def test_ratio_sampler_reads_only_the_low_64_bits(high_bits):
+@pytest.mark.parametrize("high_bits", [1, 0xFF, 0xFFFF, MAX_64BIT])
+def test_ratio_sampler_reads_only_the_rightmost_56_bits(high_bits):
     sampler = RatioSampler(0.5)
-    assert sampler.should_sample(high_bits << 64 | 0x7FFFFFFFFFFFFFFF) is True
-    assert sampler.should_sample(high_bits << 64 | 0x8000000000000000) is False
+    assert sampler.should_sample(high_bits << 56 | 0x80000000000000) is True
+    assert sampler.should_sample(high_bits << 56 | 0x7FFFFFFFFFFFFF) is False
+
+
+def test_ratio_sampler_takes_a_trusted_random_value_over_the_trace_id():
+    sampler = RatioSampler(0.5)
+    assert sampler.should_sample(0xFFFFFFFFFFFFFF, random_value=0x7FFFFFFFFFFFFF) is False
+    assert sampler.should_sample(0, random_value=0x80000000000000) is True
 
 
 @pytest.mark.parametrize("rate", [-0.01, 1.01, -math.inf, math.inf, math.nan])
@@ -161,8 +169,10 @@ class Reserve:
 
 
 NO_CAP = TracesPerSecondCap(0)
-SAMPLED_ID = 0x7FFFFFFFFFFFFFFF
-NOT_SAMPLED_ID = 0x8000000000000000
+SAMPLED_ID = 0x80000000000000
+NOT_SAMPLED_ID = 0x7FFFFFFFFFFFFF
+# The threshold of rate 0.5, which a trace the ratio sampled records.
+HALF = 2**55
 PARENT = TraceContext(1, 2, None, True)
 
 
@@ -185,10 +195,10 @@ def tokens_left(cap: TracesPerSecondCap) -> int:
 
 
 DECIDE_CASES = [
-    pytest.param(NO_CONTEXT, SAMPLED_ID, 10, True, Decision(True, False, "ratio"), 1, 1, id="new-trace-sampled"),
+    pytest.param(NO_CONTEXT, SAMPLED_ID, 10, True, Decision(True, False, "ratio", HALF), 1, 1, id="new-trace-sampled"),
     pytest.param(NO_CONTEXT, NOT_SAMPLED_ID, 10, True, Decision(False, False, "ratio"), 0, 0, id="new-trace-by-ratio"),
     pytest.param(
-        NO_CONTEXT, SAMPLED_ID, 1, True, Decision(True, False, "ratio"), 1, 1, id="new-trace-takes-last-token"
+        NO_CONTEXT, SAMPLED_ID, 1, True, Decision(True, False, "ratio", HALF), 1, 1, id="new-trace-takes-last-token"
     ),
     pytest.param(
         NO_CONTEXT, SAMPLED_ID, 10, False, Decision(False, False, "queue_full"), 1, 1, id="new-trace-queue-full"
@@ -198,7 +208,7 @@ DECIDE_CASES = [
         SAMPLED_ID,
         10,
         True,
-        Decision(True, False, "ratio"),
+        Decision(True, False, "ratio", HALF),
         1,
         1,
         id="deferred-parent-is-a-new-decision",
@@ -434,7 +444,7 @@ def test_adaptive_survives_a_clock_stepping_back():
     clock = FakeClock()
     sampler = AdaptiveSampler(10.0, 0.0, 5.0, 0.5, now=clock)
     clock.advance(-100.0)
-    assert sampler.should_sample(0) is True
+    assert sampler.should_sample(MAX_64BIT) is True
     assert sampler.rate == 0.5
 
 

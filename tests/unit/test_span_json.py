@@ -1,4 +1,5 @@
-"""The C span encoder against span_dicts, the Python encoder it must match value for value, and its fallback."""
+"""The C span encoder against build_spans + encode_batch, the Python writer it must match value for value, and its
+fallback."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from gateway import span_json
 from gateway.context import MAX_64BIT, MAX_128BIT
 from gateway.routes import RESERVED_TAGS, parse_upstream
 from gateway.span_json import MAX_CACHED_HOSTS, NATIVE, SliceEncoder
-from gateway.spans import Exchange, span_dicts
+from gateway.spans import Exchange, build_spans, encode_batch
 from tests.unit.test_spans import LOCAL, make_exchange
 
 UPSTREAMS = [
@@ -35,7 +36,7 @@ native_only = pytest.mark.skipif(not NATIVE, reason="gateway._spanjson is not bu
 
 
 def python_json(exchanges: list[Exchange]) -> list[Any]:
-    return [json.loads(orjson.dumps(span)) for item in exchanges for span in span_dicts(item, LOCAL)]
+    return [span for item in exchanges for span in json.loads(encode_batch(build_spans(item, LOCAL)))]
 
 
 def encoded(encoder: SliceEncoder, exchanges: list[Exchange]) -> list[Any]:
@@ -94,7 +95,7 @@ exchanges = st.builds(
 @given(st.lists(exchanges, min_size=1, max_size=4))
 @example([exchange()])
 @example([exchange(trace_id=MAX_64BIT + 1, parent_id=0, client_host=None, client_port=None, host="", name="")])
-def test_the_c_encoder_writes_what_span_dicts_does(batch):
+def test_the_c_encoder_writes_what_the_python_writer_does(batch):
     expected = python_json(batch)
     encoder = SliceEncoder(LOCAL)
     assert encoded(encoder, batch) == expected  # first with empty caches: the fallback fills them

@@ -17,7 +17,8 @@ from py_zipkin.encoding import Endpoint, Span
 
 from gateway.context import MAX_64BIT, MAX_128BIT
 from gateway.routes import parse_upstream
-from gateway.spans import Exchange, build_spans, encode_batch, encode_span_dicts, local_endpoint, span_dicts
+from gateway.span_payload import ZipkinJsonEncoder
+from gateway.spans import Exchange, build_spans, encode_batch, local_endpoint
 from tests.support import REPO_ROOT
 
 SHARED_SPEC = REPO_ROOT.parent / "shared" / "specs" / "zipkin2-api.yaml"
@@ -66,8 +67,8 @@ def encoded(*spans: Span) -> list[dict[str, Any]]:
 
 
 def encoded_spans(exchange: Exchange) -> list[dict[str, Any]]:
-    """The reporter's path: ``span_dicts`` then ``encode_span_dicts``, checked against the spec's schema."""
-    decoded = json.loads(encode_span_dicts(span_dicts(exchange, LOCAL)))
+    """The reporter's path, the Zipkin seam (``ZipkinJsonEncoder.encode``), checked against the spec's schema."""
+    decoded = json.loads(ZipkinJsonEncoder(LOCAL).encode([exchange]))
     validator("ListOfSpans").validate(decoded)
     return decoded  # type: ignore[no-any-return]
 
@@ -499,4 +500,4 @@ def test_both_encodings_match_py_zipkins_encoder_span_for_span(
     spans = build_spans(exchange, LOCAL)
     expected = [_py_zipkin_json(span) for span in spans]
     assert json.loads(encode_batch(spans)) == expected
-    assert json.loads(encode_span_dicts(span_dicts(exchange, LOCAL))) == expected
+    assert json.loads(ZipkinJsonEncoder(LOCAL).encode([exchange])) == expected

@@ -15,8 +15,9 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gateway.devtools.collector.codec import DEFAULT_MAX_BYTES, PayloadError, decode_spans
+from gateway.devtools.collector.codec import DEFAULT_MAX_BYTES, PayloadError, decode_spans, decompress
 from gateway.devtools.collector.model import Span, format_trace_id, span_to_json
+from gateway.devtools.collector.otlp import TRACES_PATH, decode_otlp
 from gateway.devtools.collector.query import (
     QueryError,
     parse_trace_id,
@@ -54,6 +55,7 @@ def create_collector_app(
         Route("/", collector.page, methods=["GET"]),
         Route("/health", collector.health, methods=["GET"]),
         Route(f"{API}/spans", collector.post_spans, methods=["POST"]),
+        Route(TRACES_PATH, collector.post_otlp, methods=["POST"]),
         Route(f"{API}/spans", collector.span_names, methods=["GET"]),
         Route(f"{API}/services", collector.services, methods=["GET"]),
         Route(f"{API}/remoteServices", collector.remote_services, methods=["GET"]),
@@ -80,22 +82,46 @@ class _Collector:
         self._last_rejection: str | None = None
 
     async def post_spans(self, request: Request) -> Response:
+        def decode(body: bytes, content_type: str | None) -> list[Span]:
+            return decode_spans(body, content_type, request.headers.get("content-encoding"), self._max_body_bytes)
+
+        return await self._receive(request, decode, lambda media_type: Response(status_code=202))
+
+    async def post_otlp(self, request: Request) -> Response:
+        """OTLP/HTTP: protobuf or JSON, into the same store; answered in the request's own format."""
+
+        def decode(body: bytes, content_type: str | None) -> list[Span]:
+            data = decompress(body, request.headers.get("content-encoding"), self._max_body_bytes)
+            return decode_otlp(data, content_type)
+
+        def accepted(media_type: str) -> Response:
+            # An empty ExportTraceServiceResponse: full success.
+            return JSONResponse({}) if media_type == "application/json" else Response(b"", media_type=media_type)
+
+        return await self._receive(request, decode, accepted)
+
+    async def _receive(
+        self,
+        request: Request,
+        decode: Callable[[bytes, str | None], list[Span]],
+        accepted: Callable[[str], Response],
+    ) -> Response:
         if self._failures_left > 0:
             self._failures_left -= 1
             self._requests["failed"] += 1
             return await self._answer(PlainTextResponse("failing on purpose (--fail-first)", 503))
         content_type = request.headers.get("content-type")
         try:
-            body = await self._read_body(request)
-            spans = decode_spans(body, content_type, request.headers.get("content-encoding"), self._max_body_bytes)
+            spans = decode(await self._read_body(request), content_type)
         except PayloadError as exc:
             self._requests["rejected"] += 1
             self._last_rejection = str(exc)
             return await self._answer(PlainTextResponse(str(exc), 400))
         self.store.accept(spans)
         self._requests["accepted"] += 1
-        self._content_types[(content_type or "").split(";", 1)[0].strip().lower()] += 1
-        return await self._answer(Response(status_code=202))
+        media_type = (content_type or "").split(";", 1)[0].strip().lower()
+        self._content_types[media_type] += 1
+        return await self._answer(accepted(media_type))
 
     async def span_names(self, request: Request) -> Response:
         return _query(lambda: self.store.span_names(required_service_name(request.query_params)))
