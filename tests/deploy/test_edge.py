@@ -19,7 +19,7 @@ def edge(directory) -> tuple[Obj, Obj, dict[str, str]]:
     return one(objects, "Service", GATEWAY), one(objects, "Deployment", GATEWAY), gateway_env(objects)
 
 
-def annotations(workload: Obj) -> dict[str, str]:
+def pod_annotations(workload: Obj) -> dict[str, str]:
     result: dict[str, str] = workload["spec"]["template"]["metadata"]["annotations"]
     return result
 
@@ -41,18 +41,18 @@ def test_enabled_injection_or_an_unskipped_port_is_refused():
     service, workload, env = edge(GATEWAY_OVERLAYS[0])
     admin = int(env["GATEWAY_ADMIN_PORT"])
     enabled = copy.deepcopy(workload)
-    annotations(enabled)["linkerd.io/inject"] = "enabled"
+    pod_annotations(enabled)["linkerd.io/inject"] = "enabled"
     assert [problem for problem in proxy_problems(service, enabled, admin) if "`ingress` mode" in problem]
     https_only = copy.deepcopy(workload)
-    annotations(https_only)["config.linkerd.io/skip-inbound-ports"] = env["GATEWAY_PORT"]
+    pod_annotations(https_only)["config.linkerd.io/skip-inbound-ports"] = env["GATEWAY_PORT"]
     assert proxy_problems(service, https_only, admin) == [
         f"client-facing port {env['GATEWAY_HTTP_REDIRECT_PORT']} is not in config.linkerd.io/skip-inbound-ports"
     ]
     admin_skipped = copy.deepcopy(workload)
-    annotations(admin_skipped)["config.linkerd.io/skip-inbound-ports"] = "8000-9999"
+    pod_annotations(admin_skipped)["config.linkerd.io/skip-inbound-ports"] = "8000-9999"
     assert [problem for problem in proxy_problems(service, admin_skipped, admin) if "admin port" in problem]
     outbound_skipped = copy.deepcopy(workload)
-    annotations(outbound_skipped)["config.linkerd.io/skip-outbound-ports"] = "80"
+    pod_annotations(outbound_skipped)["config.linkerd.io/skip-outbound-ports"] = "80"
     assert [problem for problem in proxy_problems(service, outbound_skipped, admin) if "outbound" in problem]
 
 
