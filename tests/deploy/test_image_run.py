@@ -24,6 +24,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from tests.deploy import pending_settings
+from tests.deploy.locust_configmap import loadtest_configmap
 from tests.deploy.manifests import (
     EMOJIVOTO,
     GATEWAY_DOCKERFILE,
@@ -32,6 +33,8 @@ from tests.deploy.manifests import (
     container,
     gateway_env,
     one,
+    port_number,
+    referenced_configmap,
     rendered,
 )
 from tests.deploy.podman import Container, build, debian_base
@@ -81,6 +84,58 @@ def test_the_built_gateway_image_is_what_the_manifests_expect(gateway_image):
     assert gateway_image["Entrypoint"] == ["ingress-gateway"]
     assert gateway_image["WorkingDir"] == "/app"
     check_against_manifests(gateway_image, [one(rendered(EMOJIVOTO), "Deployment", "ingress-gateway")])
+
+
+def test_the_locust_master_starts_from_its_image_as_the_manifests_run_it(locust_image, tmp_path):
+    """The master's args, environment, user and mounts (locust-config, the locust-loadtest ConfigMap as the package
+    loadtest), read-only, on free ports: its readiness probe's page answers, so the image imports the scenarios and
+    the check and reads the configuration."""
+    tmp_path.chmod(0o755)
+    objects = rendered(LOCUST)
+    master = one(objects, "Deployment", "locust-master")
+    item = container(master)
+    security = item["securityContext"]
+    assert security["readOnlyRootFilesystem"]
+    mounts: list[str] = []
+    volumes = {volume["name"]: volume for volume in master["spec"]["template"]["spec"]["volumes"]}
+    for mount in item["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        if "configMap" not in volume:
+            assert mount["mountPath"] == "/tmp", f"volume {mount['name']} is neither a ConfigMap nor /tmp"
+            continue
+        name = volume["configMap"]["name"]
+        if name == loadtest_configmap()["metadata"]["name"]:
+            data = loadtest_configmap()["data"]
+        else:
+            data = referenced_configmap(objects, master, name)["data"]
+        directory = readable_dir(tmp_path / mount["name"])
+        for key, value in data.items():
+            (directory / key).write_text(value)
+            (directory / key).chmod(0o644)
+        mounts += ["-v", f"{directory}:{mount['mountPath']}:ro"]
+    env = [f"{variable['name']}={variable['value']}" for variable in item.get("env", [])]
+    web_port, master_port = free_port(), free_port()
+    probe = item["readinessProbe"]["httpGet"]
+    assert port_number(master, probe["port"]) == 8089
+    options = [
+        "--read-only", "--tmpfs", "/tmp", "--cap-drop=ALL", "--security-opt", "no-new-privileges",
+        "--user", f"{security['runAsUser']}:{security['runAsGroup']}", *mounts,
+        *(word for variable in env for word in ("--env", variable)),
+    ]  # fmt: skip
+    command = (*item["args"], "--web-host", LOOPBACK, "--web-port", str(web_port), "--master-bind-host", LOOPBACK,
+               "--master-bind-port", str(master_port))  # fmt: skip
+    with Container(LOCUST_TAG, *options, command=command) as run:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://{LOOPBACK}:{web_port}{probe['path']}", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_until(ready, 60, "ready Locust master")
+        except AssertionError:
+            raise AssertionError(run.logs()) from None
 
 
 def test_the_built_locust_image_is_what_the_manifests_expect(locust_image):
