@@ -63,3 +63,11 @@ def test_a_cluster_policy_with_trusted_cidrs_is_refused():
     problems = trust_problems(cluster, workload, {**env, "GATEWAY_TRUSTED_CIDRS": "10.0.0.0/8"})
     assert len(problems) == 2 and "trusts the whole internet" in problems[1]
     assert trust_problems(service, workload, {**env, "GATEWAY_TRUST_INCOMING_TRACE": "true"})
+
+
+@pytest.mark.parametrize("directory", GATEWAY_OVERLAYS, ids=lambda path: path.name)
+def test_no_service_links_reach_the_gateways_environment(directory):
+    # Kubernetes would inject <SERVICE>_PORT=tcp://... for each Service in the namespace: for a Service named
+    # `gateway`, variables that read as GATEWAY_* settings.
+    _, workload, _ = edge(directory)
+    assert workload["spec"]["template"]["spec"]["enableServiceLinks"] is False

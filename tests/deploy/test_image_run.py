@@ -125,17 +125,7 @@ def test_the_locust_master_starts_from_its_image_as_the_manifests_run_it(locust_
     command = (*item["args"], "--web-host", LOOPBACK, "--web-port", str(web_port), "--master-bind-host", LOOPBACK,
                "--master-bind-port", str(master_port))  # fmt: skip
     with Container(LOCUST_TAG, *options, command=command) as run:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"http://{LOOPBACK}:{web_port}{probe['path']}", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        try:
-            wait_until(ready, 60, "ready Locust master")
-        except AssertionError:
-            raise AssertionError(run.logs()) from None
+        wait_until_ready(run, f"http://{LOOPBACK}:{web_port}{probe['path']}")
 
 
 def test_the_built_locust_image_is_what_the_manifests_expect(locust_image):
@@ -166,6 +156,21 @@ def readable_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o755)
     return path
+
+
+def wait_until_ready(run: Container, probe_url: str) -> None:
+    """Until the container's readiness probe answers 200 (60 s at most); its log in the failure otherwise."""
+
+    def ready() -> bool:
+        try:
+            return httpx.get(probe_url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, 60, f"answer from {probe_url}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{run.logs()}") from None
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
@@ -252,17 +257,7 @@ def test_the_image_runs_read_only_as_the_manifests_do_and_traces_requests(gatewa
         run = as_the_manifests_run_it(tmp_path, upstream_server.url, collector_server.url)
         with Container(GATEWAY_TAG, *run.options) as gateway:
             admin = f"http://{LOOPBACK}:{run.admin_port}"
-
-            def ready() -> bool:
-                try:
-                    return httpx.get(f"{admin}/ready", timeout=2).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            try:
-                wait_until(ready, 60, "ready gateway")
-            except AssertionError:
-                raise AssertionError(gateway.logs()) from None
+            wait_until_ready(gateway, f"{admin}/ready")
             forged = {"X-B3-TraceId": FORGED_TRACE_ID, "X-B3-SpanId": "f" * 16, "X-B3-Sampled": "1"}
             with httpx.Client(verify=False, timeout=10) as client:
                 for number in range(5):
