@@ -84,3 +84,15 @@ def trust_problems(service: Obj, workload: Obj, env: dict[str, str]) -> list[str
     if env.get("GATEWAY_TRUST_INCOMING_TRACE", "false").lower() in ("true", "1", "yes", "on"):
         problems.append("GATEWAY_TRUST_INCOMING_TRACE=true on an internet-facing Service: any client forces sampling")
     return problems
+
+
+def ingress_routing_problems(workload: Obj, env: dict[str, str]) -> list[str]:
+    """In `ingress` mode the proxy routes each outbound request by its Host (the gateway sets no l5d-dst-override):
+    the Host must be the upstream Service's name, not the client's."""
+    if _annotations(workload).get("linkerd.io/inject") != "ingress":
+        return []
+    if env.get("GATEWAY_PRESERVE_HOST", "false").lower() in ("true", "1", "yes", "on"):
+        return [
+            "GATEWAY_PRESERVE_HOST=true in ingress mode: the proxy would route by the client's Host, not the route's"
+        ]
+    return []

@@ -8,7 +8,7 @@ import copy
 
 import pytest
 
-from tests.deploy.edge import client_facing_ports, proxy_problems, trust_problems
+from tests.deploy.edge import client_facing_ports, ingress_routing_problems, proxy_problems, trust_problems
 from tests.deploy.manifests import GATEWAY_OVERLAYS, Obj, gateway_env, one, rendered
 
 GATEWAY = "ingress-gateway"
@@ -71,3 +71,10 @@ def test_no_service_links_reach_the_gateways_environment(directory):
     # `gateway`, variables that read as GATEWAY_* settings.
     _, workload, _ = edge(directory)
     assert workload["spec"]["template"]["spec"]["enableServiceLinks"] is False
+
+
+@pytest.mark.parametrize("directory", GATEWAY_OVERLAYS, ids=lambda path: path.name)
+def test_the_ingress_proxy_routes_by_the_upstreams_name(directory):
+    _, workload, env = edge(directory)
+    assert ingress_routing_problems(workload, env) == []
+    assert ingress_routing_problems(workload, {**env, "GATEWAY_PRESERVE_HOST": "true"})

@@ -99,7 +99,7 @@ def test_the_base_configmap_sets_every_setting():
     assert set(env) == expected, f"add to deploy/kubernetes/base/gateway.env: {sorted(expected - set(env))}"
 
 
-@pytest.mark.parametrize("directory", [BASE, EMOJIVOTO], ids=["base", "emojivoto"])
+@pytest.mark.parametrize("directory", [BASE, EMOJIVOTO, OPENCENSUS], ids=["base", "emojivoto", "linkerd-opencensus"])
 def test_the_settings_and_routes_of_each_overlay_load(directory, tmp_path, monkeypatch):
     objects = rendered(directory)
     env = gateway_env(objects)
