@@ -56,10 +56,21 @@ def build(dockerfile: Path, tag: str, base: str) -> dict[str, Any]:
     arguments = ["build", "--isolation=chroot", *LIMITS, "--build-arg", f"BASE_IMAGE={base}"]
     if HOST_CA_BUNDLE.is_file():
         arguments += ["-v", f"{HOST_CA_BUNDLE}:/run/build-ca.crt:ro", "--build-arg", "PIP_CERT=/run/build-ca.crt"]
+    previous = _image_id(tag)
     podman(*arguments, "-f", str(dockerfile), "-t", tag, str(REPO_ROOT), timeout=1800)
+    if previous and previous != _image_id(tag):
+        # The image an earlier run built under this tag, now superseded: each would keep hundreds of MB.
+        subprocess.run(["podman", "rmi", previous], capture_output=True, timeout=120, check=False)
     [inspected] = json.loads(podman("image", "inspect", tag))
     config: dict[str, Any] = inspected["Config"]
     return config
+
+
+def _image_id(name: str) -> str:
+    result = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Id}}", name], capture_output=True, text=True, timeout=60
+    )
+    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 class Container:
