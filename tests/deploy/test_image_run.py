@@ -281,10 +281,24 @@ def test_the_image_runs_read_only_as_the_manifests_do_and_traces_requests(gatewa
 
             wait_until(every_trace_reported, 30, "spans of every trace at the collector")
             assert FORGED_TRACE_ID.encode() not in bodies() and bytes.fromhex(FORGED_TRACE_ID) not in bodies()
-            if pending_settings.exists("GATEWAY_HTTP_REDIRECT_PORT"):
-                redirect = httpx.get(f"http://{LOOPBACK}:{run.redirect_port}/vote/1", timeout=10)
-                assert redirect.status_code == 308 and redirect.headers["location"].startswith("https://")
             assert httpx.get(f"{admin}/metrics", timeout=10).status_code == 200
+
+
+def test_the_image_serves_tls_from_the_mounted_secret_and_redirects_port_80(gateway_image, tmp_path):
+    pending_settings.require("GATEWAY_TLS_CERT_FILE", "GATEWAY_TLS_KEY_FILE", "GATEWAY_HTTP_REDIRECT_PORT")
+    upstream, _, upstream_server, collector_server = recording_servers()
+    with upstream_server, collector_server:
+        run = as_the_manifests_run_it(tmp_path, upstream_server.url, collector_server.url)
+        assert run.scheme == "https"
+        with Container(GATEWAY_TAG, *run.options) as gateway:
+            wait_until_ready(gateway, f"http://{LOOPBACK}:{run.admin_port}/ready")
+            # Verified against the certificate mounted as the Secret: the gateway serves that very one.
+            with httpx.Client(verify=str(tmp_path / "tls" / "tls.crt"), timeout=10) as client:
+                response = client.get(f"https://localhost:{run.port}/vote/1")
+            assert response.status_code == 200 and len(upstream.requests) == 1
+            redirect = httpx.get(f"http://{LOOPBACK}:{run.redirect_port}/vote/1?x=1", timeout=10)
+            assert redirect.status_code == 308
+            assert redirect.headers["location"].startswith("https://") and "/vote/1" in redirect.headers["location"]
 
 
 def test_ingress_gateway_check_accepts_the_manifests_settings_in_the_image(gateway_image, tmp_path):
