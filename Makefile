@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit bench bench-instructions bench-protocols loadtest soak fuzz clean
+.PHONY: run test lint typecheck unit bench bench-instructions bench-protocols loadtest soak fuzz image-test clean
 
 $(STAMP): pyproject.toml setup.py gateway/_spanjson.c
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || tools/ensure-debian-packages.sh python3-venv
@@ -42,6 +42,12 @@ bench: $(STAMP)
 bench-protocols: $(STAMP)
 	tools/ensure-debian-packages.sh nginx:nginx wrk:wrk taskset:util-linux h2load:nghttp2-client
 	$(PY) bench/protocols.py $(PROTOCOLS_ARGS)
+
+# deploy/'s images built for real with podman on a Debian base made by mmdebstrap, checked against the manifests and
+# run as they run them (tests/deploy/test_image_run.py). Minutes of building, so not in `make test`; .ci/run runs it.
+image-test: $(STAMP)
+	tools/ensure-debian-packages.sh podman:podman runc:runc mmdebstrap:mmdebstrap openssl:openssl
+	INGRESS_GATEWAY_IMAGE_TEST=1 $(VENV)/bin/pytest -q tests/deploy/test_image_run.py
 
 # Tracing's cost in instructions per request under callgrind: the figure this machine's noise cannot move
 # (bench/instructions.py). make bench-instructions INSTRUCTIONS_ARGS="--keep /tmp/cg" lists where they go.

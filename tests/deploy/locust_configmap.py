@@ -1,19 +1,19 @@
 """The ConfigMap locust-loadtest, as the command deploy/README.md gives makes it with kubectl.
 
 kustomize cannot generate it: its files live in loadtest/, outside deploy/locust, where kustomize's load restrictor
-forbids reading. So the README has a `kubectl create configmap` command; this module reads that very command
-and does what kubectl does with its `--from-file` sources (a directory: each regular file in it, named by its file
-name; `KEY=PATH`: that file under KEY), so that the tests check what a user will apply.
+forbids reading. So the README has a `kubectl create configmap` command; this module runs that very command with
+the pinned kubectl, offline (`--dry-run=client`), so that the tests check what a user will apply.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import shlex
 from pathlib import Path
 from typing import Any
 
-from tests.deploy.kustomize import CONFIGMAP_KEY
+from tests.deploy.kustomize import kubectl
 from tests.deploy.manifests import DEPLOY
 from tests.support import REPO_ROOT
 
@@ -32,21 +32,12 @@ def readme_command() -> list[str]:
 
 @functools.cache
 def _configmap() -> tuple[tuple[str, str], ...]:
-    data: dict[str, str] = {}
-    sources = [word.removeprefix("--from-file=") for word in readme_command() if word.startswith("--from-file=")]
-    assert sources, "the README's command takes no --from-file"
-    for source in sources:
-        key, sep, path_text = source.partition("=")
-        path = REPO_ROOT / (path_text if sep else key)
-        if not sep and path.is_dir():
-            files = [(item.name, item) for item in sorted(path.iterdir()) if item.is_file()]
-        else:
-            files = [(key if sep else path.name, path)]
-        for file_key, file_path in files:
-            assert CONFIGMAP_KEY.fullmatch(file_key), f"kubectl refuses the key {file_key!r}"
-            assert file_key not in data, f"kubectl refuses the key {file_key!r} given twice"
-            data[file_key] = file_path.read_text()
-    return tuple(data.items())
+    words = readme_command()
+    assert "--dry-run=client" in words, "the README's command must build the ConfigMap offline and pipe it to apply"
+    # The user's output format is for `kubectl apply`; the tests read JSON.
+    arguments = [word for word in words[1:] if word not in ("-o", "yaml", "json")]
+    configmap = json.loads(kubectl(*arguments, "-o", "json", cwd=REPO_ROOT))
+    return tuple(configmap["data"].items())
 
 
 def loadtest_configmap() -> dict[str, Any]:

@@ -18,6 +18,9 @@ DEPLOY = REPO_ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 BASE = KUBERNETES / "base"
 EMOJIVOTO = KUBERNETES / "overlays" / "emojivoto"
+# emojivoto for Linkerd versions with the OpenCensus annotations (deploy/README.md, "Linkerd versions").
+OPENCENSUS = KUBERNETES / "overlays" / "linkerd-opencensus"
+TLS = KUBERNETES / "tls"
 MONITORING = KUBERNETES / "monitoring"
 COLLECTOR = DEPLOY / "collector"
 LOCUST = DEPLOY / "locust"
@@ -25,12 +28,16 @@ LOCUST = DEPLOY / "locust"
 KUSTOMIZATIONS = {
     "base": BASE,
     "emojivoto": EMOJIVOTO,
+    "linkerd-opencensus": OPENCENSUS,
+    "tls": TLS,
     "monitoring": MONITORING,
     "collector": COLLECTOR,
     "locust": LOCUST,
 }
 # What deploy/README.md applies to one cluster, side by side (base is what the overlay builds on, not applied too).
-APPLIED_TOGETHER = (EMOJIVOTO, MONITORING, COLLECTOR, LOCUST)
+APPLIED_TOGETHER = (EMOJIVOTO, TLS, MONITORING, COLLECTOR, LOCUST)
+# The overlays that put the gateway in front of emojivoto, one per Linkerd tracing generation: one of them is applied.
+GATEWAY_OVERLAYS = (EMOJIVOTO, OPENCENSUS)
 GATEWAY_DOCKERFILE = DEPLOY / "Dockerfile"
 LOCUST_DOCKERFILE = LOCUST / "Dockerfile"
 
@@ -183,11 +190,19 @@ class Dockerfile:
     @classmethod
     def parse(cls, path: Path) -> Dockerfile:
         stages: list[Stage] = []
+        global_arguments: dict[str, str] = {}
         for instruction, argument in _instructions(path.read_text()):
-            if instruction == "FROM":
+            if instruction == "ARG" and not stages:
+                # An ARG before the first FROM may name the base images; its default is what a plain build uses.
+                key, _, default = argument.partition("=")
+                global_arguments[key.strip()] = default.strip()
+            elif instruction == "FROM":
                 words = argument.split()
                 name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
-                stages.append(Stage(words[0], name))
+                base = words[0]
+                for key, default in global_arguments.items():
+                    base = base.replace("${" + key + "}", default).replace("$" + key, default)
+                stages.append(Stage(base, name))
             else:
                 assert stages, f"{path}: {instruction} before FROM"
                 stages[-1].instructions.append((instruction, argument))

@@ -99,7 +99,8 @@ def test_a_slim_final_stage_with_no_build_tools(path):
     dockerfile = Dockerfile.parse(path)
     assert len(dockerfile.stages) >= 2, "multi-stage: the build happens in a stage of its own"
     build, final = dockerfile.stages[0], dockerfile.final
-    assert final.base.startswith("python:3.11-") and final.base.endswith(("-slim", "-slim-bookworm"))
+    # By default the official slim Python image, named in full: no registry search order can pick another.
+    assert final.base.startswith("docker.io/library/python:3.11-") and final.base.endswith("-slim-bookworm")
     assert final.base == build.base, "the virtual environment runs on the Python it was built with"
     for argument in final.arguments("RUN"):
         assert not BUILD_COMMANDS.search(argument), f"the final stage builds or installs: RUN {argument}"

@@ -105,7 +105,9 @@ def test_the_loadtest_package_is_importable_from_its_mount():
 def test_the_load_goes_to_the_gateways_service(master):
     url = urlsplit(master["host"])
     assert url.hostname is not None
-    _, gateway, container_port = resolve(url.hostname, url.port or 80)
+    # TLS: port 80 only redirects.
+    assert url.scheme == "https"
+    _, gateway, container_port = resolve(url.hostname, url.port or 443)
     assert gateway["metadata"]["name"] == "ingress-gateway"
     assert container_port == int(gateway_env(rendered(EMOJIVOTO))["GATEWAY_PORT"])
 

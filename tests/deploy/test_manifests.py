@@ -15,13 +15,16 @@ from pydantic import ValidationError
 from gateway.admin import READY_METRIC, AdminServer
 from gateway.routes import Route, RouteTable, load_routes, parse_upstream
 from gateway.settings import ENV_PREFIX, Settings
+from tests.deploy import pending_settings
 from tests.deploy.kustomize import pod_spec
 from tests.deploy.manifests import (
     BASE,
     COLLECTOR,
     DEPLOY,
     EMOJIVOTO,
+    GATEWAY_OVERLAYS,
     MONITORING,
+    OPENCENSUS,
     Obj,
     cluster,
     container,
@@ -83,21 +86,20 @@ def receiver_ports(config: Obj) -> dict[str, int]:
 
 
 def test_every_gateway_variable_named_in_deploy_is_a_setting():
-    fields = set(Settings.model_fields)
     for path in sorted(DEPLOY.rglob("*")):
         if path.is_file() and (path.suffix in TEXT_SUFFIXES or path.name == "Dockerfile"):
             names = set(GATEWAY_VARIABLE.findall(path.read_text()))
-            unknown = sorted(name for name in names if name.removeprefix(ENV_PREFIX).lower() not in fields)
+            unknown = sorted(name for name in names if not pending_settings.known(name))
             assert unknown == [], f"{path.relative_to(DEPLOY)} names variables Settings does not read: {unknown}"
 
 
 def test_the_base_configmap_sets_every_setting():
     env = environment(rendered(BASE), gateway_deployment(rendered(BASE)), GATEWAY)
-    expected = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    expected = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | set(pending_settings.PENDING)
     assert set(env) == expected, f"add to deploy/kubernetes/base/gateway.env: {sorted(expected - set(env))}"
 
 
-@pytest.mark.parametrize("directory", [BASE, EMOJIVOTO], ids=["base", "emojivoto"])
+@pytest.mark.parametrize("directory", [BASE, EMOJIVOTO, OPENCENSUS], ids=["base", "emojivoto", "linkerd-opencensus"])
 def test_the_settings_and_routes_of_each_overlay_load(directory, tmp_path, monkeypatch):
     objects = rendered(directory)
     env = gateway_env(objects)
@@ -140,12 +142,14 @@ def test_container_ports_are_the_configured_listeners():
     objects = gateway_objects()
     env = gateway_env(objects)
     deployment = gateway_deployment(objects)
-    assert port_number(deployment, "http") == int(env["GATEWAY_PORT"])
+    assert port_number(deployment, "https") == int(env["GATEWAY_PORT"])
+    assert port_number(deployment, "http") == int(env["GATEWAY_HTTP_REDIRECT_PORT"])
     assert port_number(deployment, "admin") == int(env["GATEWAY_ADMIN_PORT"])
     service = one(objects, "Service", GATEWAY)
     assert service["spec"]["type"] == "LoadBalancer"
-    [service_port] = service["spec"]["ports"]
-    assert service_target(objects, service, service_port["port"]) == (deployment, int(env["GATEWAY_PORT"]))
+    assert {item["port"] for item in service["spec"]["ports"]} == {443, 80}
+    assert service_target(objects, service, 443) == (deployment, int(env["GATEWAY_PORT"]))
+    assert service_target(objects, service, 80) == (deployment, int(env["GATEWAY_HTTP_REDIRECT_PORT"]))
 
 
 @pytest.mark.parametrize(("probe", "path"), [("livenessProbe", "/live"), ("readinessProbe", "/ready")])
@@ -283,7 +287,8 @@ def test_every_container_is_unprivileged_read_only_and_bounded():
 def test_the_gateway_and_the_collector_are_meshed():
     namespace = one(gateway_objects(), "Namespace", GATEWAY)
     assert namespace["metadata"]["annotations"]["linkerd.io/inject"] == "enabled"
-    assert pod_annotations(gateway_deployment(gateway_objects()))["linkerd.io/inject"] == "enabled"
+    # The gateway's own pods: Linkerd's ingress mode (tests/deploy/test_edge.py checks what follows from it).
+    assert pod_annotations(gateway_deployment(gateway_objects()))["linkerd.io/inject"] == "ingress"
     # The proxies send spans over mTLS only: an unmeshed collector receives none ("I don't see any traces").
     tracing = one(rendered(COLLECTOR), "Namespace", "tracing")
     assert tracing["metadata"]["annotations"]["linkerd.io/inject"] == "enabled"
@@ -291,18 +296,34 @@ def test_the_gateway_and_the_collector_are_meshed():
         assert workload["spec"]["template"]["metadata"].get("annotations", {}).get("linkerd.io/inject") != "disabled"
 
 
-def test_the_gateway_reports_to_the_collectors_zipkin_receiver():
-    url = urlsplit(gateway_env(gateway_objects())["GATEWAY_ZIPKIN_URL"])
+@pytest.mark.parametrize("directory", GATEWAY_OVERLAYS, ids=lambda path: path.name)
+def test_the_gateway_exports_otlp_to_the_collectors_otlp_http_receiver(directory):
+    env = gateway_env(gateway_objects(directory))
+    # One exporter: with Zipkin too, every span would reach Jaeger twice.
+    assert env["GATEWAY_ZIPKIN_URL"] == ""
+    url = urlsplit(env["GATEWAY_OTLP_URL"])
     assert url.scheme == "http"
-    assert url.path == "/api/v2/spans"
+    assert url.path == "/v1/traces"
     assert url.hostname is not None
     _, workload, container_port = resolve(url.hostname, url.port or 80)
     assert workload["metadata"]["name"] == "otel-collector"
-    assert receiver_ports(collector_config())["zipkin"] == container_port
+    http = collector_config()["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    assert http == f"0.0.0.0:{container_port}" and container_port == 4318
 
 
-def test_the_gateways_proxy_reports_to_a_collector_receiver_of_its_protocol():
-    annotations = pod_annotations(gateway_deployment(gateway_objects()))
+def test_current_linkerd_gets_no_tracing_annotations_and_both_propagation_formats():
+    # Linkerd 2.19 and later: the control plane's proxy.tracing values tell every proxy where to send spans.
+    objects = gateway_objects(EMOJIVOTO)
+    annotations = pod_annotations(gateway_deployment(objects))
+    assert not [name for name in annotations if "trace-collector" in name]
+    assert gateway_env(objects)["GATEWAY_PROPAGATION"].split(",") == ["b3multi", "tracecontext"]
+
+
+def test_the_opencensus_overlay_gives_the_proxy_its_collector_and_b3_only():
+    objects = gateway_objects(OPENCENSUS)
+    assert gateway_env(objects)["GATEWAY_PROPAGATION"] == "b3multi"
+    annotations = pod_annotations(gateway_deployment(objects))
+    assert annotations["config.linkerd.io/trace-collector-protocol"] == "opencensus"
     host, _, port = annotations["config.linkerd.io/trace-collector"].rpartition(":")
     _, workload, container_port = resolve(host, int(port))
     receiver = PROXY_PROTOCOL_RECEIVERS[annotations["config.linkerd.io/trace-collector-protocol"]]
@@ -340,6 +361,8 @@ def test_the_gateway_image_is_the_one_kustomize_sets():
     kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
     [image] = kustomization["images"]
     assert container(gateway_deployment(objects), GATEWAY)["image"] == f"{image['name']}:{image['newTag']}"
+    # A placeholder of the user's registry, never a bare name that Docker Hub would resolve.
+    assert image["name"].startswith("registry.example.com/")
 
 
 def test_the_deploy_readme_covers_every_part_and_says_who_builds_the_images():

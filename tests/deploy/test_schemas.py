@@ -26,7 +26,8 @@ SCHEMAS = Path(__file__).with_name("schemas")
 # Custom resources: the API server knows them from their CRD, kubernetes-validate does not. Their schemas are
 # vendored (see the file's $comment for where each comes from).
 CUSTOM_RESOURCE_SCHEMAS = {
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): SCHEMAS / "servicemonitor-monitoring.coreos.com-v1.json"
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): SCHEMAS / "servicemonitor-monitoring.coreos.com-v1.json",
+    ("cert-manager.io/v1", "Certificate"): SCHEMAS / "certificate-cert-manager.io-v1.json",
 }
 
 
