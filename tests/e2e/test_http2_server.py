@@ -305,3 +305,20 @@ def test_http2_and_http1_over_tls_chosen_by_alpn() -> None:
     assert (over_http1["http_version"], over_http1["scheme"]) == ("1.1", "https")
     assert handshakes.negotiated == ["h2", "http/1.1", "h2"]
     assert len(handshakes.failures) == 1
+
+
+def test_a_request_body_that_stalls_past_the_body_timeout_is_reset(server: ShapesServer, client: RawH2) -> None:
+    stream = client.request("/echo", method="POST", body=b"part of it", end_stream=False)
+    assert client.response(stream, timeout=15).reset == CANCEL
+    assert echo(client.response(client.request("/echo")))["http_version"] == "2"
+
+
+def test_a_body_longer_than_its_content_length_is_a_protocol_error(server: ShapesServer) -> None:
+    raw = RawH2(server.port)
+    try:
+        raw.conn.config.validate_outbound_headers = False
+        raw.request("/echo", method="POST", headers=[("content-length", "3")], body=b"12345")
+        assert raw.until(lambda: raw.goaway is not None)
+        assert raw.goaway is not None and raw.goaway.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    finally:
+        raw.close()
