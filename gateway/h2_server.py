@@ -301,20 +301,15 @@ class Http2Protocol(asyncio.Protocol):
         stream = self._streams.pop(stream_id, None)
         if stream is not None:
             stream.close()
-            if stream.buffered and self._open(stream_id):
-                # Unread body bytes go back to the connection's window.
-                self._h2.acknowledge_received_data(stream.buffered, stream_id)
+            if stream.buffered:
+                # Body bytes never read go back to the connection's window (h2 credits the connection even when the
+                # stream is closed), or resets with unread bodies would shrink it until no body could be sent.
+                self.acknowledge(stream_id, stream.buffered)
         if not self._streams:
             self._idle_since = self.loop.time()
             if self._closing and self.transport is not None:
                 self._flush()
                 self.transport.close()
-
-    def _open(self, stream_id: int) -> bool:
-        try:
-            return self._h2.local_flow_control_window(stream_id) >= 0
-        except h2.exceptions.H2Error:
-            return False
 
     def _reset(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
         try:

@@ -322,3 +322,17 @@ def test_a_body_longer_than_its_content_length_is_a_protocol_error(server: Shape
         assert raw.goaway is not None and raw.goaway.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
     finally:
         raw.close()
+
+
+def test_bodies_left_unread_by_reset_streams_go_back_to_the_connection_window(
+    server: ShapesServer, client: RawH2
+) -> None:
+    # Fifteen streams' worth of unread body is more than the whole connection window (10 streams x 64 KiB).
+    for _ in range(15):
+        stream = client.request("/hold", method="POST", end_stream=False)
+        assert client.send_body(stream, b"u" * 60_000, end_stream=False) == 60_000
+        client.reset(stream)
+    server.controls.release.set()
+    stream = client.request("/echo", method="POST", end_stream=False)
+    assert client.send_body(stream, b"v" * 200_000) == 200_000
+    assert echo(client.response(stream))["body_length"] == 200_000
