@@ -4,8 +4,10 @@ sampling decision, trace and spans, exactly as an HTTP/1.1 request; the trust ru
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -102,3 +104,20 @@ def test_bad_targets_over_h2_are_refused_and_counted(start_gateway: GatewayFacto
     )
     assert int(result.stdout) == status
     assert gateway.metrics().value("gateway_client_errors_total", kind="bad_target") == 1
+
+
+def test_a_request_body_far_larger_than_the_window_streams_through_to_the_upstream(
+    start_gateway: GatewayFactory,
+) -> None:
+    gateway = start_gateway()
+    body = bytes(range(256)) * (32 * 1024)  # 8 MiB: over a hundred stream windows
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 256 * 1024):
+            yield body[start : start + 256 * 1024]
+
+    with httpx.Client(http1=False, http2=True, timeout=60) as h2c:
+        response = h2c.post(f"{gateway.url}/upload", content=chunks())
+    assert response.http_version == "HTTP/2"
+    assert response.json()["length"] == len(body)
+    assert response.json()["sha256"] == hashlib.sha256(body).hexdigest()
