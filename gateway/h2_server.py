@@ -25,6 +25,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from gateway.client_guard import LINGER_SECONDS, ClientLimits, count_refusal, current_limits, watch_connections
+from gateway.h2_frames import GoAwayFilter
 from gateway.h2_request import Budget, Headers, Refusal, http_scope, parse_request
 from gateway.h2_stream import Stream
 from gateway.metrics import Metrics
@@ -113,6 +114,7 @@ class Http2Protocol(asyncio.Protocol):
         self._any_request = False
         self._closing = False
         self._lingering_since: float | None = None
+        self._goaways = GoAwayFilter()
         self._resets = Budget(*RESET_BUDGET, now)
         self._control_frames = Budget(*CONTROL_FRAME_BUDGET, now)
 
@@ -145,8 +147,9 @@ class Http2Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering_since is not None:
             return
+        data, goaways = self._goaways.feed(data)
         try:
-            events = self._h2.receive_data(data)
+            events = self._h2.receive_data(data) if data else []
         except h2.exceptions.DenialOfServiceError:
             self._fail("header_too_large", h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
             return
@@ -158,7 +161,16 @@ class Http2Protocol(asyncio.Protocol):
             self._handle(event)
             if self._lingering_since is not None or self.transport is None:
                 return
+        if goaways:
+            self._client_going_away()
         self._flush()
+
+    def _client_going_away(self) -> None:
+        # The client opens no more streams; those it opened finish, then the connection closes.
+        self._closing = True
+        if not self._streams and self.transport is not None:
+            self._flush()
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
@@ -226,10 +238,8 @@ class Http2Protocol(asyncio.Protocol):
                 for stream in self._streams.values():
                     stream.window_opened()
         elif isinstance(event, h2.events.ConnectionTerminated):
-            # The client is going away: streams it already sent finish; no new ones will come.
-            self._closing = True
-            if not self._streams and self.transport is not None:
-                self.transport.close()
+            # Not from the client (its GOAWAY frames never reach h2: gateway/h2_frames.py), but h2 may end it too.
+            self._client_going_away()
         elif isinstance(event, h2.events.SettingsAcknowledged):
             # h2 now refuses a header block over the limit with a connection error (an HPACK bomb). Up to twice the
             # limit, the block is decoded and the one request answered 431 instead (parse_request), as HTTP/1.1 is.

@@ -13,6 +13,7 @@ from typing import Any
 
 import h2.errors
 import httpx
+import hyperframe.frame
 import pytest
 import trustme
 
@@ -336,3 +337,15 @@ def test_bodies_left_unread_by_reset_streams_go_back_to_the_connection_window(
     stream = client.request("/echo", method="POST", end_stream=False)
     assert client.send_body(stream, b"v" * 200_000) == 200_000
     assert echo(client.response(stream))["body_length"] == 200_000
+
+
+def test_after_the_clients_goaway_its_stream_in_flight_completes_then_the_connection_closes(
+    server: ShapesServer, client: RawH2
+) -> None:
+    stream = client.request("/hold", method="POST", body=b"still wanted")
+    assert server.controls.saw("holding")
+    # Raw: h2's own client would stop reading frames once it has sent a GOAWAY.
+    client.sock.sendall(hyperframe.frame.GoAwayFrame(last_stream_id=0).serialize())
+    server.controls.release.set()
+    assert echo(client.response(stream)) == {"received": len(b"still wanted")}
+    assert client.until(lambda: client.eof)
