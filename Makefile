@@ -28,7 +28,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: $(STAMP) lint typecheck
-	tools/ensure-debian-packages.sh chromium:chromium
+	tools/ensure-debian-packages.sh chromium:chromium curl:curl
 	$(VENV)/bin/pytest -q
 
 # HTTP/1.1 against the Python ceiling and nginx, on one core and on every core (bench/run.py), then every other

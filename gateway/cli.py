@@ -19,7 +19,6 @@ PROG = "ingress-gateway"
 DISTRIBUTION = "ingress-gateway"
 EXIT_OK = 0
 EXIT_PROBLEMS = 2
-_NAME_WIDTH = 34
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -51,13 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_help() -> str:
     lines = ["settings (environment variables):"]
+    # The longest name and two spaces: a name is never run into its description, however long new ones get.
+    name_width = max(len(env_name(name)) for name in Settings.model_fields) + 2
     for name, info in Settings.model_fields.items():
         default = shown_value(name, info.get_default(call_default_factory=True)) or "empty"
         # "(default: x)" stays on one line, so that a reader (or grep) finds it whole.
         text = f"{info.description} (default:\0{default})"
-        wrapped = [line.replace("\0", " ") for line in textwrap.wrap(text, width=120 - _NAME_WIDTH - 2)] or [""]
-        lines.append(f"  {env_name(name):<{_NAME_WIDTH}}{wrapped[0]}")
-        lines.extend(f"  {'':<{_NAME_WIDTH}}{line}" for line in wrapped[1:])
+        wrapped = [line.replace("\0", " ") for line in textwrap.wrap(text, width=120 - name_width - 2)] or [""]
+        lines.append(f"  {env_name(name):<{name_width}}{wrapped[0]}")
+        lines.extend(f"  {'':<{name_width}}{line}" for line in wrapped[1:])
     return "\n".join(lines)
 
 

@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     client_max_header_bytes: int = Field(
         64 * 1024, ge=1024, le=16 * 1024 * 1024, description="request line and headers, at most (431 past it)"
     )
+    # HTTP/2 from clients (gateway/h2_server.py): streams one client connection may have open at once.
+    http2_max_concurrent_streams: int = Field(
+        100, ge=1, le=10_000, description="HTTP/2 streams one client connection may have open at once"
+    )
 
     sample_rate: float = Field(0.5, ge=0.0, le=1.0, description="probability, 0.0 to 1.0, that a new trace is sampled")
     max_traces_per_second: float = Field(
