@@ -71,6 +71,8 @@ def _serve(settings: Settings) -> int:
     if problem is not None:
         print(f"GATEWAY_ROUTES_FILE: {problem}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
+    if not _tls_ready(settings):
+        return EXIT_BAD_SETTINGS
     logger.info("open files limit %d", raise_open_file_limit())
 
     # uvicorn re-raises the signal that stopped it once it has shut down, and its default action would kill the
@@ -97,8 +99,11 @@ def _serve(settings: Settings) -> int:
     if settings.workers > 1:
         return _serve_workers(settings, options)
     app = create_worker_app(settings)
-    with _admin(settings, app.metrics.registry, lambda: merge_views([app.config_view()])) as started:
-        if not started:
+    with (
+        _admin(settings, app.metrics.registry, lambda: merge_views([app.config_view()])) as started,
+        _redirect(settings) as redirecting,
+    ):
+        if not (started and redirecting):
             return EXIT_BAD_SETTINGS
         uvicorn.run(app, **options)
     return 0
@@ -117,8 +122,11 @@ def _serve_workers(settings: Settings, options: dict[str, Any]) -> int:
     config = uvicorn.Config("gateway.__main__:create_worker_app", factory=True, workers=settings.workers, **options)
     supervisor = _Supervisor(config, sockets=[config.bind_socket()])
     state_dir = Path(os.environ[STATE_DIR_ENV])
-    with _admin(settings, registry, lambda: merge_views(_worker_views(state_dir, supervisor))) as started:
-        if not started:
+    with (
+        _admin(settings, registry, lambda: merge_views(_worker_views(state_dir, supervisor))) as started,
+        _redirect(settings) as redirecting,
+    ):
+        if not (started and redirecting):
             return EXIT_BAD_SETTINGS
         supervisor.run()
     return 0
@@ -132,6 +140,7 @@ def create_worker_app(settings: Settings | None = None) -> Gateway:
     state_dir = os.environ.get(STATE_DIR_ENV)
     app = create_app(settings, handle_sighup=True, state_dir=Path(state_dir) if state_dir else None)
     configure(app.settings, app.metrics)
+    _terminate_tls(app)
     # Every import and the app itself live as long as the process. Frozen, they are not traversed by each full
     # collection, which otherwise stalls the event loop for milliseconds and shows in the p99 latency.
     gc.collect()
@@ -181,6 +190,53 @@ def _admin(settings: Settings, registry: CollectorRegistry, config_view: Callabl
         yield True
     finally:
         admin.stop()
+
+
+def _tls_ready(settings: Settings) -> bool:
+    from gateway.tls_checks import tls_problems
+
+    problems = tls_problems(settings)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return not problems
+
+
+def _terminate_tls(app: Gateway) -> None:
+    """TLS for this worker's connections, when configured. The renewal check runs in a daemon thread, not in the
+    app's lifespan: loading a key and building a context is blocking work that must not stall the event loop, and
+    the thread needs nothing from the loop (a new context is one attribute swap, read by each handshake)."""
+    from gateway.tls import TlsTerminator
+    from gateway.tls_checks import tls_configured
+
+    if not tls_configured(app.settings):
+        return
+    terminator = TlsTerminator(app.settings, app.metrics)
+    terminator.start()
+    logger.info("TLS on port %d: %d certificates", app.settings.port, len(terminator.certificates()))
+
+
+@contextlib.contextmanager
+def _redirect(settings: Settings) -> Iterator[bool]:
+    """The cleartext 308 listener for the block's duration (if any); False when it cannot listen, after saying why."""
+    from gateway.redirect_listener import RedirectServer
+
+    if not settings.http_redirect_port:
+        yield True
+        return
+    try:
+        server = RedirectServer(
+            settings.host, settings.http_redirect_port, settings.http_redirect_https_port or settings.port
+        )
+    except OSError as exc:
+        port = settings.http_redirect_port
+        print(f"GATEWAY_HTTP_REDIRECT_PORT: cannot listen on {settings.host}:{port}: {exc}", file=sys.stderr)
+        yield False
+        return
+    server.start()
+    try:
+        yield True
+    finally:
+        server.stop()
 
 
 def _route_problem(settings: Settings) -> str | None:

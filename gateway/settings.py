@@ -26,6 +26,10 @@ def _split_commas(value: object) -> object:
     return value
 
 
+def _empty_is_none(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 def _http_url(value: str) -> str:
     value = value.strip()
     if not value:
@@ -89,6 +93,16 @@ class Settings(BaseSettings):
     reporter_timeout: float = Field(10.0, gt=0.0, le=120.0)
     # With the backoff (0.1 s doubling to 5 s, jittered), 10 attempts ride out a collector outage of 10 to 20 s.
     reporter_max_attempts: int = Field(10, ge=1, le=20)
+
+    # TLS termination (gateway/tls.py): the default certificate, more chosen by SNI, renewals, the 308 listener.
+    tls_cert_file: Annotated[Path | None, BeforeValidator(_empty_is_none)] = None
+    tls_key_file: Annotated[Path | None, BeforeValidator(_empty_is_none)] = None
+    tls_certs_dir: Annotated[Path | None, BeforeValidator(_empty_is_none)] = None
+    tls_reload_interval: float = Field(2.0, ge=0.0, le=3600.0, description="0 = never check for renewed files")
+    tls_handshake_timeout: float = Field(10.0, gt=0.0, le=600.0)
+    http_redirect_port: int = Field(0, ge=0, le=65535, description="cleartext listener answering 308 to https; 0 = off")
+    # The port in the redirect's Location: where clients reach HTTPS (a Service's 443); 0 = GATEWAY_PORT.
+    http_redirect_https_port: int = Field(0, ge=0, le=65535)
 
     shutdown_timeout: float = Field(20.0, gt=0.0, le=600.0)
     log_level: LogLevel = "info"
