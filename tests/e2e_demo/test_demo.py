@@ -38,7 +38,7 @@ pytestmark = pytest.mark.e2e
 
 READY_LINE = "Ctrl-C stops everything."
 GATEWAY_SERVICE = "ingress-gateway"
-CHILDREN = 6  # collector, emoji, voting, web, gateway, vote-bot
+CHILDREN = 7  # collector, emoji, voting, web, gateway, gateway-https, vote-bot
 # The gateway's SERVER and CLIENT spans, web's SERVER span, then a CLIENT and a SERVER span per call web makes.
 EXPECTED_TRACES = {
     "/": (3, {GATEWAY_SERVICE, "web"}),
@@ -97,7 +97,7 @@ def test_every_component_comes_up_and_the_urls_are_printed(demo: Demo) -> None:
     assert len(commands) == CHILDREN, commands
     assert sum("gateway.devtools.mesh" in command for command in commands) == 4  # three services and the bot
     assert sum("gateway.devtools.collector" in command for command in commands) == 1
-    assert sum(command.endswith("-m gateway") for command in commands) == 1
+    assert sum(command.endswith("-m gateway") for command in commands) == 2  # cleartext and HTTPS
 
 
 def test_the_app_answers_through_the_gateway_with_a_complete_trace(demo: Demo) -> None:
