@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from gateway.app import Gateway
+    from gateway.tls import TlsTerminator
 
 EXIT_BAD_SETTINGS = 2
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -62,7 +63,8 @@ def serve(settings: Settings) -> int:
 def _serve(settings: Settings) -> int:
     import uvicorn
 
-    from gateway.client_guard import PROTOCOL, raise_open_file_limit
+    from gateway.client_guard import raise_open_file_limit
+    from gateway.edge import PROTOCOL
     from gateway.logs import logging_config
 
     log_config = logging_config(settings.log_level)
@@ -83,7 +85,8 @@ def _serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        # httptools, with a bounded request head and deadlines for slow clients (gateway/client_guard.py).
+        # HTTP/1.1 (httptools, with a bounded request head and deadlines for slow clients: gateway/client_guard.py) or
+        # HTTP/2 (gateway/h2_server.py), chosen once per connection by gateway/edge.py.
         http=PROTOCOL,
         timeout_keep_alive=settings.client_keepalive_timeout,
         ws="none",
@@ -134,13 +137,15 @@ def _serve_workers(settings: Settings, options: dict[str, Any]) -> int:
 
 def create_worker_app(settings: Settings | None = None) -> Gateway:
     """The app of one worker process, with everything loaded so far kept out of the garbage collector's way."""
+    from gateway import edge
     from gateway.app import create_app
     from gateway.client_guard import configure
 
     state_dir = os.environ.get(STATE_DIR_ENV)
     app = create_app(settings, handle_sighup=True, state_dir=Path(state_dir) if state_dir else None)
     configure(app.settings, app.metrics)
-    _terminate_tls(app)
+    edge.configure(app.settings, app.metrics)
+    edge.use_tls(_tls_terminator(app))
     # Every import and the app itself live as long as the process. Frozen, they are not traversed by each full
     # collection, which otherwise stalls the event loop for milliseconds and shows in the p99 latency.
     gc.collect()
@@ -201,18 +206,20 @@ def _tls_ready(settings: Settings) -> bool:
     return not problems
 
 
-def _terminate_tls(app: Gateway) -> None:
+def _tls_terminator(app: Gateway) -> TlsTerminator | None:
     """TLS for this worker's connections, when configured. The renewal check runs in a daemon thread, not in the
     app's lifespan: loading a key and building a context is blocking work that must not stall the event loop, and
-    the thread needs nothing from the loop (a new context is one attribute swap, read by each handshake)."""
+    the thread needs nothing from the loop (a new context is one attribute swap, read by each handshake). It lives
+    as long as the worker process, as the listener does."""
     from gateway.tls import TlsTerminator
     from gateway.tls_checks import tls_configured
 
     if not tls_configured(app.settings):
-        return
+        return None
     terminator = TlsTerminator(app.settings, app.metrics)
     terminator.start()
     logger.info("TLS on port %d: %d certificates", app.settings.port, len(terminator.certificates()))
+    return terminator
 
 
 @contextlib.contextmanager
