@@ -85,6 +85,7 @@ class EdgeProtocol(asyncio.Protocol):
         self._loop = _loop or asyncio.get_event_loop()
         self._transport: asyncio.Transport | None = None
         self._received = b""
+        self._client_hello = b""  # TLS bytes uvloop delivered before start_tls took the transport
         self._handed_over = False
         self._opened_at = 0.0
 
@@ -103,6 +104,12 @@ class EdgeProtocol(asyncio.Protocol):
         self._loop.create_task(self._start_tls(transport, handshakes), name="tls handshake")
 
     def data_received(self, data: bytes) -> None:
+        if _edge.handshakes is not None and self._transport is not None and self._transport.get_protocol() is self:
+            # uvloop starts reading once connection_made returns, paused or not, so the ClientHello can land here
+            # before start_tls has taken the transport: hold it (and what follows) for _start_tls to pass on.
+            self._client_hello += data
+            self._transport.pause_reading()
+            return
         # In cleartext, the first bytes; under TLS, bytes that arrived between the handshake and the hand-over.
         self._received += data
         if _edge.handshakes is not None or self._transport is None:
@@ -132,14 +139,24 @@ class EdgeProtocol(asyncio.Protocol):
             self._transport.close()
 
     async def _start_tls(self, transport: asyncio.Transport, handshakes: TlsHandshakes) -> None:
-        try:
-            tls_transport = await self._loop.start_tls(
+        handshake = asyncio.ensure_future(
+            self._loop.start_tls(
                 transport,
                 self,
                 handshakes.context,
                 server_side=True,
                 ssl_handshake_timeout=handshakes.handshake_timeout,
             )
+        )
+        # start_tls's first step sets its protocol on the transport and schedules that protocol's connection_made,
+        # then resume_reading; callbacks run in the order scheduled, so bytes read before are passed on right after
+        # both and before anything read later.
+        await asyncio.sleep(0)
+        client_hello, self._client_hello = self._client_hello, b""
+        if client_hello:
+            self._loop.call_soon(_pass_on, transport.get_protocol(), client_hello)
+        try:
+            tls_transport = await handshake
         except (OSError, TimeoutError) as exc:  # ssl.SSLError and the resets are OSErrors
             handshakes.failed(exc)
             transport.close()
@@ -169,3 +186,19 @@ class EdgeProtocol(asyncio.Protocol):
         received, self._received = self._received, b""
         if received and not transport.is_closing():
             protocol.data_received(received)
+
+
+def _pass_on(protocol: asyncio.BaseProtocol, data: bytes) -> None:
+    """Give `data` to a protocol as its transport would (uvloop's SSLProtocol is a buffered protocol)."""
+    get_buffer = getattr(protocol, "get_buffer", None)
+    if get_buffer is None:
+        if isinstance(protocol, asyncio.Protocol):
+            protocol.data_received(data)
+        return
+    view = memoryview(data)
+    while view:
+        buffer = memoryview(get_buffer(len(view)))
+        size = min(len(buffer), len(view))
+        buffer[:size] = view[:size]
+        protocol.buffer_updated(size)  # type: ignore[attr-defined]
+        view = view[size:]
