@@ -117,6 +117,14 @@ def test_sni_picks_the_certificate_of_the_name_and_the_default_otherwise(start_t
     assert result.stdout == "200", result.stderr
 
 
+def test_every_handshake_completes_and_is_counted(start_tls_gateway, certs):
+    # uvloop reads a ClientHello sent at once before start_tls takes the connection: each must still complete.
+    gateway = start_tls_gateway()
+    for _ in range(40):
+        assert served(gateway, certs, "localhost", ["http/1.1"]) == ([DEFAULT_NAME, "localhost"], "http/1.1")
+    assert gateway.metrics().value("gateway_tls_handshakes_total", outcome="ok", protocol="http/1.1") == 40
+
+
 @pytest.mark.parametrize(("offered", "chosen"), [(["h2", "http/1.1"], "h2"), (["http/1.1"], "http/1.1"), (None, None)])
 def test_alpn_offers_h2_and_http11(start_tls_gateway, certs, offered, chosen):
     gateway = start_tls_gateway()
