@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -164,7 +165,10 @@ def test_two_workers_serve_tls(start_tls_gateway, certs):
     with httpx.Client(verify=context) as client:
         for _ in range(10):
             assert client.get(https(gateway, "/echo")).status_code == 200
-    assert gateway.metrics().value("gateway_tls_handshakes_total", outcome="ok") >= 1
+    metrics = gateway.metrics()
+    assert metrics.value("gateway_tls_handshakes_total", outcome="ok") >= 1
+    # each worker's gauge, read as the earliest expiry among the live workers
+    assert metrics.value("gateway_tls_certificate_expiry_timestamp_seconds", certificate="default") > time.time()
 
 
 def bad_pair(folder: Path, pem: Pem) -> tuple[str, str]:
