@@ -56,25 +56,6 @@ class CheckedCertificate:
     subject: str
 
 
-@dataclass(frozen=True, slots=True)
-class FileSignature:
-    """What changes when a file is rewritten or its symlink now leads elsewhere (the kubelet's `..data` swap)."""
-
-    device: int
-    inode: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-
-
-def file_signature(path: Path) -> FileSignature | None:
-    try:
-        stat = os.stat(path)  # follows tls.crt -> ..data/tls.crt -> ..<timestamp>/tls.crt
-    except OSError:
-        return None
-    return FileSignature(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-
-
 def read_pair(cert_path: Path, key_path: Path) -> PemPair:
     return PemPair(cert_path, key_path, _read(cert_path, "cert"), _read(key_path, "key"))
 

@@ -23,13 +23,12 @@ from gateway.certificates import (
     KEY_FILE_NAME,
     CertificateError,
     CheckedCertificate,
-    FileSignature,
     NameIndex,
     directory_entries,
-    file_signature,
     load_pair,
 )
 from gateway.metrics import Metrics
+from gateway.reload import FileSignature, file_signature
 from gateway.settings import Settings
 
 DEFAULT_CERTIFICATE = "default"

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Gateway, wait_for
 from tests.support import LOOPBACK
 from tests.tls_support import CertificateFactory, mount_secret, names_of, swap_secret
 
@@ -50,15 +50,6 @@ def served_names(gateway: Gateway, certs: CertificateFactory) -> list[str]:
     with socket.create_connection((LOOPBACK, gateway.port), timeout=5) as raw:
         with context.wrap_socket(raw, server_hostname=NAME) as tls:
             return names_of(tls.getpeercert(binary_form=True))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 class LoadLoop:
@@ -108,11 +99,11 @@ def test_a_certificate_renewed_during_load_fails_no_request_and_reaches_new_hand
     assert established.getresponse().read() and established.sock is not None
     socket_before = established.sock
     with LoadLoop(f"https://{NAME}:{gateway.port}/echo", context) as load:
-        assert wait_until(lambda: load.done >= 50, 30)
+        assert wait_for(lambda: load.done >= 50, 30)
         swap_secret(secret, certs.issue(NAME, "after.test"))
-        assert wait_until(lambda: served_names(gateway, certs) == [NAME, "after.test"]), served_names(gateway, certs)
+        assert wait_for(lambda: served_names(gateway, certs) == [NAME, "after.test"]), served_names(gateway, certs)
         renewed_at = load.done
-        assert wait_until(lambda: load.done >= renewed_at + 50, 30)
+        assert wait_for(lambda: load.done >= renewed_at + 50, 30)
     assert load.failures == []
     established.request("GET", "/echo")
     response = established.getresponse()
@@ -135,7 +126,7 @@ def test_a_bad_renewal_is_refused_counted_and_the_certificate_in_force_stays(tls
     }[kind]
     swap_secret(secret, bad)
     metrics = gateway.metrics
-    assert wait_until(lambda: metrics().value("gateway_tls_reloads_total", outcome="rejected") == 1)
+    assert wait_for(lambda: metrics().value("gateway_tls_reloads_total", outcome="rejected") == 1)
     # several more checks pass over the same bad files: still one line, one count
     time.sleep(RELOAD_INTERVAL * 10)
     assert metrics().value("gateway_tls_reloads_total", outcome="rejected") == 1
@@ -146,7 +137,7 @@ def test_a_bad_renewal_is_refused_counted_and_the_certificate_in_force_stays(tls
         assert client.get(f"https://{NAME}:{gateway.port}/echo").status_code == 200
     # the next good renewal is taken
     swap_secret(secret, certs.issue(NAME, "fixed.test"))
-    assert wait_until(lambda: served_names(gateway, certs) == [NAME, "fixed.test"])
+    assert wait_for(lambda: served_names(gateway, certs) == [NAME, "fixed.test"])
 
 
 def test_a_client_silent_in_the_handshake_is_cut_off_while_others_are_served(tls_gateway, certs):
@@ -161,7 +152,7 @@ def test_a_client_silent_in_the_handshake_is_cut_off_while_others_are_served(tls
     finally:
         silent.close()
     assert closed
-    assert wait_until(lambda: gateway.metrics().value("gateway_tls_handshakes_total", outcome="timeout") == 1)
+    assert wait_for(lambda: gateway.metrics().value("gateway_tls_handshakes_total", outcome="timeout") == 1)
 
 
 def test_a_certificate_added_to_the_directory_is_served_without_restart(tls_gateway, certs, tmp_path):
@@ -182,6 +173,6 @@ def test_a_certificate_added_to_the_directory_is_served_without_restart(tls_gate
         except ssl.SSLCertVerificationError:
             return False  # the default certificate, until the new one is picked up
 
-    assert wait_until(handshake_fails_or_shop)
+    assert wait_for(handshake_fails_or_shop)
     metrics = gateway.metrics()
     assert metrics.value("gateway_tls_certificate_expiry_timestamp_seconds", certificate="shop") > time.time()

@@ -15,10 +15,10 @@ from gateway.certificates import (
     PemPair,
     check_pair,
     directory_entries,
-    file_signature,
     load_pair,
     name_matches,
 )
+from gateway.reload import file_signature
 from tests.tls_support import CertificateFactory, mount_secret, swap_secret, write_plain
 
 
