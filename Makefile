@@ -28,7 +28,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: $(STAMP) lint typecheck
-	tools/ensure-debian-packages.sh chromium:chromium
+	tools/ensure-debian-packages.sh chromium:chromium curl:curl
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)
