@@ -10,6 +10,7 @@ loads; one that does not is refused with one logged line and counted, and the ce
 from __future__ import annotations
 
 import logging
+import math
 import os
 import ssl
 import threading
@@ -187,6 +188,9 @@ class TlsTerminator:
         for name in [name for name in self._installed if name not in present]:
             del self._installed[name]
             self._refused.pop(name, None)
+            # With several workers the series lives on in prometheus-client's files whatever remove() does: +Inf
+            # there, so an expiry alert cannot fire for a certificate no longer served.
+            self._metrics.tls_certificate_expiry.labels(name).set(math.inf)
             self._metrics.tls_certificate_expiry.remove(name)
             self._metrics.tls_reloads.labels(name, RELOAD_REMOVED).inc()
             logger.info("TLS certificate %s removed from GATEWAY_TLS_CERTS_DIR", name, extra={"certificate": name})
