@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from gateway.app import Gateway
+    from gateway.tls import TlsTerminator
 
 EXIT_BAD_SETTINGS = 2
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -108,8 +109,11 @@ def _serve(settings: Settings) -> int:
     if settings.workers > 1:
         return _serve_workers(settings, options)
     app = create_worker_app(settings)
-    with _admin(settings, app.metrics.registry, lambda: merge_views([app.config_view()])) as started:
-        if not started:
+    with (
+        _admin(settings, app.metrics.registry, lambda: merge_views([app.config_view()])) as started,
+        _redirect(settings) as redirecting,
+    ):
+        if not (started and redirecting):
             return EXIT_BAD_SETTINGS
         uvicorn.run(app, **options)
     return 0
@@ -128,8 +132,11 @@ def _serve_workers(settings: Settings, options: dict[str, Any]) -> int:
     config = uvicorn.Config("gateway.__main__:create_worker_app", factory=True, workers=settings.workers, **options)
     supervisor = _Supervisor(config, sockets=[config.bind_socket()])
     state_dir = Path(os.environ[STATE_DIR_ENV])
-    with _admin(settings, registry, lambda: merge_views(_worker_views(state_dir, supervisor))) as started:
-        if not started:
+    with (
+        _admin(settings, registry, lambda: merge_views(_worker_views(state_dir, supervisor))) as started,
+        _redirect(settings) as redirecting,
+    ):
+        if not (started and redirecting):
             return EXIT_BAD_SETTINGS
         supervisor.run()
     return 0
@@ -145,6 +152,7 @@ def create_worker_app(settings: Settings | None = None) -> Gateway:
     app = create_app(settings, handle_sighup=True, state_dir=Path(state_dir) if state_dir else None)
     configure(app.settings, app.metrics)
     edge.configure(app.settings, app.metrics)
+    edge.use_tls(_tls_terminator(app))
     # Every import and the app itself live as long as the process. Frozen, they are not traversed by each full
     # collection, which otherwise stalls the event loop for milliseconds and shows in the p99 latency.
     gc.collect()
@@ -194,6 +202,46 @@ def _admin(settings: Settings, registry: CollectorRegistry, config_view: Callabl
         yield True
     finally:
         admin.stop()
+
+
+def _tls_terminator(app: Gateway) -> TlsTerminator | None:
+    """TLS for this worker's connections, when configured. The renewal check runs in a daemon thread, not in the
+    app's lifespan: loading a key and building a context is blocking work that must not stall the event loop, and
+    the thread needs nothing from the loop (a new context is one attribute swap, read by each handshake). It lives
+    as long as the worker process, as the listener does."""
+    from gateway.tls import TlsTerminator
+    from gateway.tls_checks import tls_configured
+
+    if not tls_configured(app.settings):
+        return None
+    terminator = TlsTerminator(app.settings, app.metrics)
+    terminator.start()
+    logger.info("TLS on port %d: %d certificates", app.settings.port, len(terminator.certificates()))
+    return terminator
+
+
+@contextlib.contextmanager
+def _redirect(settings: Settings) -> Iterator[bool]:
+    """The cleartext 308 listener for the block's duration (if any); False when it cannot listen, after saying why."""
+    from gateway.redirect_listener import RedirectServer
+
+    if not settings.http_redirect_port:
+        yield True
+        return
+    try:
+        server = RedirectServer(
+            settings.host, settings.http_redirect_port, settings.http_redirect_https_port or settings.port
+        )
+    except OSError as exc:
+        port = settings.http_redirect_port
+        print(f"GATEWAY_HTTP_REDIRECT_PORT: cannot listen on {settings.host}:{port}: {exc}", file=sys.stderr)
+        yield False
+        return
+    server.start()
+    try:
+        yield True
+    finally:
+        server.stop()
 
 
 def _log_in_force(settings: Settings) -> None:

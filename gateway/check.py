@@ -19,6 +19,7 @@ from gateway.masking import mask_header_values, mask_url
 from gateway.reload import LoadedRoutes
 from gateway.routes import Route, RouteFileError
 from gateway.settings import EXPORTER_URLS, Settings, describe, env_name, exporters, has_exporter
+from gateway.tls_checks import tls_problems
 
 Check = Callable[[Settings], list[str]]
 
@@ -46,7 +47,7 @@ def route_problems(settings: Settings) -> list[str]:
 
 
 # Each branch that adds a kind of check (TLS files, ...) appends its function here.
-CHECKS: list[Check] = [route_problems]
+CHECKS: list[Check] = [route_problems, tls_problems]
 
 
 def known_variables() -> set[str]:

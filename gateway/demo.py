@@ -8,14 +8,17 @@ gateway and the services, which flush their spans, and the collector, which rece
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import IO
 
@@ -26,6 +29,8 @@ from gateway.devtools.mesh.tracing import Misbehaviour
 HOST = "127.0.0.1"
 COLLECTOR, WEB, EMOJI, VOTING, GATEWAY, BOT = "collector", "web", "emoji", "voting", "gateway", "vote-bot"
 ADMIN = "gateway admin"
+# The demo's HTTPS: a second gateway with TLS, in front of the same web service and collector.
+GATEWAY_HTTPS, HTTPS_ADMIN = "gateway-https", "gateway-https admin"
 MESH_SERVICES = (WEB, EMOJI, VOTING)
 # (what listens, its environment variable, its default port)
 PORTS = (
@@ -35,6 +40,8 @@ PORTS = (
     (WEB, "DEMO_WEB_PORT", 8081),
     (EMOJI, "DEMO_EMOJI_PORT", 8082),
     (VOTING, "DEMO_VOTING_PORT", 8083),
+    (GATEWAY_HTTPS, "DEMO_HTTPS_PORT", 8443),
+    (HTTPS_ADMIN, "DEMO_HTTPS_ADMIN_PORT", 9902),
 )
 SAMPLE_RATE_ENV = "GATEWAY_SAMPLE_RATE"
 DEFAULT_SAMPLE_RATE = "0.5"
@@ -81,13 +88,15 @@ class Plan:
     sample_rate: str
     bot: bool
     misbehaviour: Mapping[str, Misbehaviour]
+    tls_dir: str | None = None  # where the HTTPS gateway's certificate and its CA (ca.crt) are
 
     def url(self, name: str, path: str = "/") -> str:
         return _url(self.ports, name) + path
 
 
-def make_plan(environ: Mapping[str, str], python: str = sys.executable) -> Plan:
-    """The demo that `environ` asks for; raises DemoError naming the variable that is wrong."""
+def make_plan(environ: Mapping[str, str], python: str = sys.executable, tls_dir: str | None = None) -> Plan:
+    """The demo that `environ` asks for; raises DemoError naming the variable that is wrong. With `tls_dir`
+    (holding tls.crt, tls.key and ca.crt) a second gateway serves HTTPS."""
     ports = _ports(environ)
     misbehaviour = _misbehaviour(environ.get(MISBEHAVE_ENV, ""))
     bot = _flag(BOT_ENV, environ.get(BOT_ENV, "1"))
@@ -95,11 +104,14 @@ def make_plan(environ: Mapping[str, str], python: str = sys.executable) -> Plan:
     services = tuple(
         _service(name, ports, misbehaviour.get(name, Misbehaviour.NONE), python) for name in (EMOJI, VOTING, WEB)
     )
-    stages = [(_collector(ports, python),), services, (_gateway(ports, sample_rate, environ, python),)]
+    gateways = [_gateway(ports, sample_rate, environ, python)]
+    if tls_dir is not None:
+        gateways.append(_https_gateway(gateways[0], ports, tls_dir))
+    stages = [(_collector(ports, python),), services, tuple(gateways)]
     if bot:
         interval = _positive(BOT_INTERVAL_ENV, environ.get(BOT_INTERVAL_ENV) or str(DEFAULT_BOT_INTERVAL))
         stages.append((_bot(ports, interval, python),))
-    return Plan(tuple(stages), ports, sample_rate, bot, misbehaviour)
+    return Plan(tuple(stages), ports, sample_rate, bot, misbehaviour, tls_dir)
 
 
 def banner(plan: Plan) -> str:
@@ -110,6 +122,7 @@ def banner(plan: Plan) -> str:
         f"  the app, through the gateway   {plan.url(GATEWAY)}",
         f"  the trace page (collector)     {plan.url(COLLECTOR)}",
         f"  the gateway's metrics          {plan.url(ADMIN, '/metrics')}   (also /live and /ready)",
+        *_https_lines(plan),
         f"demo: the gateway samples {share} of requests ({SAMPLE_RATE_ENV}={plan.sample_rate}) and web, emoji and "
         "voting honour its decision: a sampled request is one complete trace, an unsampled one leaves no span; "
         f"{bot}. Ctrl-C stops everything.",
@@ -121,13 +134,20 @@ def banner(plan: Plan) -> str:
 
 
 def main() -> int:
+    from gateway.devtools.demo_tls import write_demo_certificate
+
+    tls_dir = tempfile.mkdtemp(prefix="ingress-gateway-demo-tls-")
     try:
-        plan = make_plan(os.environ)
-        _check_ports_free(plan.ports)
-    except DemoError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
-        return EXIT_BAD_ENVIRONMENT
-    return Supervisor(plan, sys.stdout).run()
+        write_demo_certificate(Path(tls_dir))
+        try:
+            plan = make_plan(os.environ, tls_dir=tls_dir)
+            _check_ports_free(plan.ports)
+        except DemoError as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return EXIT_BAD_ENVIRONMENT
+        return Supervisor(plan, sys.stdout).run()
+    finally:
+        shutil.rmtree(tls_dir, ignore_errors=True)
 
 
 class Supervisor:
@@ -282,6 +302,28 @@ def _gateway(ports: Mapping[str, int], sample_rate: str, environ: Mapping[str, s
         "GATEWAY_ACCESS_LOG": environ.get("GATEWAY_ACCESS_LOG") or "false",
     }
     return Child(GATEWAY, (python, "-m", "gateway"), env, ready_url=f"{_url(ports, ADMIN)}/ready")
+
+
+def _https_gateway(cleartext: Child, ports: Mapping[str, int], tls_dir: str) -> Child:
+    env = {
+        **cleartext.env,
+        "GATEWAY_PORT": str(ports[GATEWAY_HTTPS]),
+        "GATEWAY_ADMIN_PORT": str(ports[HTTPS_ADMIN]),
+        "GATEWAY_TLS_CERT_FILE": os.path.join(tls_dir, "tls.crt"),
+        "GATEWAY_TLS_KEY_FILE": os.path.join(tls_dir, "tls.key"),
+    }
+    return Child(GATEWAY_HTTPS, cleartext.args, env, ready_url=f"{_url(ports, HTTPS_ADMIN)}/ready")
+
+
+def _https_lines(plan: Plan) -> list[str]:
+    if plan.tls_dir is None:
+        return []
+    url = f"https://localhost:{plan.ports[GATEWAY_HTTPS]}/"
+    ca_file = os.path.join(plan.tls_dir, "ca.crt")
+    return [
+        f"  the app over HTTPS (h2, TLS)   {url}   (curl --http2 --cacert {ca_file} {url})",
+        f"  the HTTPS gateway's metrics    {plan.url(HTTPS_ADMIN, '/metrics')}   (gateway_tls_*)",
+    ]
 
 
 def _bot(ports: Mapping[str, int], interval: float, python: str) -> Child:

@@ -144,6 +144,26 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
+        # TLS termination (gateway/tls.py).
+        self.tls_handshakes = Counter(
+            "gateway_tls_handshakes",
+            "TLS handshakes by outcome and negotiated ALPN protocol.",
+            ["outcome", "protocol"],
+            registry=reg,
+        )
+        self.tls_certificate_expiry = Gauge(
+            "gateway_tls_certificate_expiry_timestamp_seconds",
+            "When each certificate in force expires (notAfter), in seconds since the epoch.",
+            ["certificate"],
+            registry=reg,
+            multiprocess_mode="livemin",
+        )
+        self.tls_reloads = Counter(
+            "gateway_tls_reloads",
+            "Certificates renewed, added or removed on disk, by outcome.",
+            ["certificate", "outcome"],
+            registry=reg,
+        )
         self.ready = Gauge("gateway_worker_ready", "Workers ready to serve.", registry=reg, multiprocess_mode="livesum")
         self._create_children()
 

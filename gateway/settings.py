@@ -34,6 +34,10 @@ def _split_commas(value: object) -> object:
     return value
 
 
+def _empty_is_none(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 def _http_url(value: str) -> str:
     value = value.strip()
     if not value:
@@ -188,6 +192,27 @@ class Settings(BaseSettings):
     def exports_spans(self) -> bool:
         """Is any span exporter configured (GATEWAY_ZIPKIN_URL or GATEWAY_OTLP_URL)?"""
         return has_exporter(self)
+
+    # TLS termination (gateway/tls.py): the default certificate, more chosen by SNI, renewals, the 308 listener.
+    tls_cert_file: Annotated[Path | None, BeforeValidator(_empty_is_none)] = Field(
+        None,
+        description="PEM certificate (a kubernetes.io/tls Secret's tls.crt); with the key, the port speaks TLS only",
+    )
+    tls_key_file: Annotated[Path | None, BeforeValidator(_empty_is_none)] = Field(
+        None, description="PEM private key of GATEWAY_TLS_CERT_FILE (the Secret's tls.key)"
+    )
+    tls_certs_dir: Annotated[Path | None, BeforeValidator(_empty_is_none)] = Field(
+        None, description="more certificates chosen by SNI: subdirectories each holding tls.crt and tls.key"
+    )
+    tls_reload_interval: float = Field(
+        2.0, ge=0.0, le=3600.0, description="seconds between checks for renewed certificate files; 0 = never"
+    )
+    tls_handshake_timeout: float = Field(10.0, gt=0.0, le=600.0, description="seconds a TLS handshake may take")
+    http_redirect_port: int = Field(0, ge=0, le=65535, description="cleartext listener answering 308 to https; 0 = off")
+    # The port in the redirect's Location: where clients reach HTTPS (a Service's 443); 0 = GATEWAY_PORT.
+    http_redirect_https_port: int = Field(
+        0, ge=0, le=65535, description="port in the redirect's https:// Location (a Service's 443); 0 = GATEWAY_PORT"
+    )
 
     shutdown_timeout: float = Field(
         20.0, gt=0.0, le=600.0, description="on SIGTERM: seconds for requests in flight, then for queued spans"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.deploy.manifests import BASE, EMOJIVOTO, gateway_env, mounted_file, one, rendered
 
@@ -24,10 +25,18 @@ def test_check_passes_on_the_settings_and_routes_each_overlay_deploys(directory:
     deployment = one(objects, "Deployment", "ingress-gateway")
     routes = tmp_path / "routes.yaml"
     routes.write_text(mounted_file(objects, deployment, env["GATEWAY_ROUTES_FILE"], "ingress-gateway"))
+    # The Secret's files as the kubelet would mount them: a certificate that check can really load.
+    tls = {}
+    if env.get("GATEWAY_TLS_CERT_FILE"):
+        certificate = trustme.CA().issue_cert("gateway.example.com")
+        cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+        certificate.cert_chain_pems[0].write_to_path(str(cert))
+        certificate.private_key_pem.write_to_path(str(key))
+        tls = {"GATEWAY_TLS_CERT_FILE": str(cert), "GATEWAY_TLS_KEY_FILE": str(key)}
     clean = {name: value for name, value in os.environ.items() if not name.upper().startswith("GATEWAY_")}
     result = subprocess.run(
         [GATEWAY_BIN, "check", "--strict"],
-        env={**clean, **env, "GATEWAY_ROUTES_FILE": str(routes)},
+        env={**clean, **env, **tls, "GATEWAY_ROUTES_FILE": str(routes)},
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -37,5 +46,5 @@ def test_check_passes_on_the_settings_and_routes_each_overlay_deploys(directory:
     assert result.returncode == 0, result.stderr
     shown = dict(line.split("=", 1) for line in result.stdout.splitlines())
     for name, value in env.items():
-        if name != "GATEWAY_ROUTES_FILE":
+        if name not in ("GATEWAY_ROUTES_FILE", *tls):
             assert shown[name] == value or float(shown[name]) == float(value), (name, value, shown[name])

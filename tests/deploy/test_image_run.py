@@ -23,7 +23,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.deploy import pending_settings
 from tests.deploy.locust_configmap import loadtest_configmap
 from tests.deploy.manifests import (
     EMOJIVOTO,
@@ -217,24 +216,18 @@ def as_the_manifests_run_it(tmp_path: Path, upstream_url: str, collector_url: st
         GATEWAY_SAMPLE_RATE="1.0",
         GATEWAY_REPORTER_FLUSH_INTERVAL="0.2",
     )
-    if pending_settings.exists("GATEWAY_OTLP_URL"):
-        env["GATEWAY_OTLP_URL"] = f"{collector_url}/v1/traces"
-    else:
-        # Until issue 19 lands, the same image reports over Zipkin instead.
-        env["GATEWAY_ZIPKIN_URL"] = f"{collector_url}/api/v2/spans"
+    env["GATEWAY_OTLP_URL"] = f"{collector_url}/v1/traces"
     assert env["GATEWAY_ROUTES_FILE"] == "/etc/ingress-gateway/routes/routes.yaml"
     mounts = ["-v", f"{routes}:/etc/ingress-gateway/routes:ro"]
-    scheme = "http"
-    if pending_settings.exists("GATEWAY_TLS_CERT_FILE"):
-        scheme = "https"
-        tls = readable_dir(tmp_path / "tls")
-        key, cert = tls / "tls.key", tls / "tls.crt"
-        command = [*OPENSSL_SELF_SIGNED, "-keyout", str(key), "-out", str(cert)]
-        subprocess.run(command, capture_output=True, timeout=60, check=True)
-        key.chmod(0o644)
-        cert.chmod(0o644)
-        assert env["GATEWAY_TLS_CERT_FILE"] == "/etc/ingress-gateway/tls/default/tls.crt"
-        mounts += ["-v", f"{tls}:/etc/ingress-gateway/tls/default:ro"]
+    scheme = "https"
+    tls = readable_dir(tmp_path / "tls")
+    key, cert = tls / "tls.key", tls / "tls.crt"
+    command = [*OPENSSL_SELF_SIGNED, "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(command, capture_output=True, timeout=60, check=True)
+    key.chmod(0o644)
+    cert.chmod(0o644)
+    assert env["GATEWAY_TLS_CERT_FILE"] == "/etc/ingress-gateway/tls/default/tls.crt"
+    mounts += ["-v", f"{tls}:/etc/ingress-gateway/tls/default:ro"]
     env_file = tmp_path / "gateway.env"
     env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
     options = [
@@ -285,7 +278,6 @@ def test_the_image_runs_read_only_as_the_manifests_do_and_traces_requests(gatewa
 
 
 def test_the_image_serves_tls_from_the_mounted_secret_and_redirects_port_80(gateway_image, tmp_path):
-    pending_settings.require("GATEWAY_TLS_CERT_FILE", "GATEWAY_TLS_KEY_FILE", "GATEWAY_HTTP_REDIRECT_PORT")
     upstream, _, upstream_server, collector_server = recording_servers()
     with upstream_server, collector_server:
         run = as_the_manifests_run_it(tmp_path, upstream_server.url, collector_server.url)

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ pytestmark = pytest.mark.e2e
 
 READY_LINE = "Ctrl-C stops everything."
 GATEWAY_SERVICE = "ingress-gateway"
-CHILDREN = 6  # collector, emoji, voting, web, gateway, vote-bot
+CHILDREN = 7  # collector, emoji, voting, web, gateway, gateway-https, vote-bot
 # The gateway's SERVER and CLIENT spans, web's SERVER span, then a CLIENT and a SERVER span per call web makes.
 EXPECTED_TRACES = {
     "/": (3, {GATEWAY_SERVICE, "web"}),
@@ -97,7 +98,7 @@ def test_every_component_comes_up_and_the_urls_are_printed(demo: Demo) -> None:
     assert len(commands) == CHILDREN, commands
     assert sum("gateway.devtools.mesh" in command for command in commands) == 4  # three services and the bot
     assert sum("gateway.devtools.collector" in command for command in commands) == 1
-    assert sum(command.endswith("-m gateway") for command in commands) == 1
+    assert sum(command.endswith("-m gateway") for command in commands) == 2  # cleartext and HTTPS
 
 
 def test_the_app_answers_through_the_gateway_with_a_complete_trace(demo: Demo) -> None:
@@ -194,6 +195,26 @@ def test_voting_in_the_app_links_to_the_votes_trace(demo: Demo, page: Page) -> N
     # The leaderboard shows the top ten only; the bot's votes may keep :trophy: off it.
     results = demo.get("DEMO_VOTING_PORT", "/results?limit=100").json()
     assert any(result["shortcode"] == ":trophy:" for result in results), results
+
+
+def test_the_app_answers_over_https_and_http2_with_the_printed_ca(demo: Demo) -> None:
+    output = demo.process.output()
+    match = re.search(r"curl --http2 --cacert (\S+/ca\.crt) (https://localhost:(\d+)/)", output)
+    assert match is not None, output
+    ca_file, url, port = match[1], match[2], int(match[3])
+    assert port == demo.ports["DEMO_HTTPS_PORT"]
+    result = subprocess.run(
+        ["curl", "-sS", "--http2", "--cacert", ca_file, "-o", "/dev/null", "-w", "%{http_version} %{http_code}", url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.stdout == "2 200", result.stderr
+    vote = httpx.get(f"{url}api/vote?choice=:rocket:", verify=ssl.create_default_context(cafile=ca_file), timeout=10)
+    assert vote.status_code == 200, vote.text
+    trace_id = vote.headers["traceresponse"].split("-")[1]
+    spans = demo.zipkin.wait_for_trace(trace_id, EXPECTED_TRACES["/api/vote"][0])
+    assert services(spans) == EXPECTED_TRACES["/api/vote"][1]
 
 
 def test_sigint_stops_every_child_and_exits_0(demo: Demo) -> None:

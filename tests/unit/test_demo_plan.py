@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.demo import BOT, COLLECTOR, EMOJI, GATEWAY, VOTING, WEB, DemoError, Plan, banner, make_plan
+from gateway.demo import (
+    BOT,
+    COLLECTOR,
+    EMOJI,
+    GATEWAY,
+    GATEWAY_HTTPS,
+    VOTING,
+    WEB,
+    DemoError,
+    Plan,
+    banner,
+    make_plan,
+)
 from gateway.devtools.mesh.tracing import Misbehaviour
 
 PYTHON = "/venv/bin/python"
@@ -34,6 +46,8 @@ def test_defaults_start_everything_in_order_on_the_usual_ports():
         "web": 8081,
         "emoji": 8082,
         "voting": 8083,
+        "gateway-https": 8443,
+        "gateway-https admin": 9902,
     }
     [gateway] = plan.stages[2]
     assert gateway.args == (PYTHON, "-m", "gateway")
@@ -125,3 +139,28 @@ def test_a_bad_variable_is_named_in_one_line(environ: dict[str, str], message: s
 
     assert str(raised.value).startswith(message)
     assert "\n" not in str(raised.value)
+
+
+def test_with_a_certificate_directory_a_second_gateway_serves_https_beside_the_first():
+    plan = make_plan({"DEMO_HTTPS_PORT": "18443"}, PYTHON, tls_dir="/run/demo-tls")
+
+    gateway, https = plan.stages[2]
+    assert (gateway.name, https.name) == (GATEWAY, GATEWAY_HTTPS)
+    assert https.args == gateway.args
+    assert https.ready_url == "http://127.0.0.1:9902/ready"
+    assert {key: https.env[key] for key in https.env if key.startswith("GATEWAY_")} == {
+        **{key: gateway.env[key] for key in gateway.env if key.startswith("GATEWAY_")},
+        "GATEWAY_PORT": "18443",
+        "GATEWAY_ADMIN_PORT": "9902",
+        "GATEWAY_TLS_CERT_FILE": "/run/demo-tls/tls.crt",
+        "GATEWAY_TLS_KEY_FILE": "/run/demo-tls/tls.key",
+    }
+    text = banner(plan)
+    assert "https://localhost:18443/" in text
+    assert "--cacert /run/demo-tls/ca.crt" in text
+    assert "https://" not in banner(make_plan({}, PYTHON))
+
+
+def test_the_https_port_is_checked_like_the_others():
+    with pytest.raises(DemoError, match="DEMO_HTTPS_PORT is 8080, already the gateway's port"):
+        make_plan({"DEMO_HTTPS_PORT": "8080"}, PYTHON, tls_dir="/x")
