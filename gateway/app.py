@@ -34,6 +34,7 @@ from gateway.sampling import Decision, TracesPerSecondCap, decide
 from gateway.settings import Propagation, Settings
 from gateway.spans import Exchange, local_endpoint
 from gateway.trust import TrustedNetworks
+from gateway.websocket_proxy import WebSocketProxy
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -150,6 +151,9 @@ class Gateway:
         }
         self._ignored_untrusted = self.metrics.trace_headers_ignored.labels("untrusted")
         self._ignored_tracestate = self.metrics.trace_headers_ignored.labels(MALFORMED_TRACESTATE)
+        self._websockets = WebSocketProxy(
+            settings, self.metrics, self._trust, self._ids, self._cap, lambda: self.routing, self.reporter
+        )
 
     def _default_reporter(self) -> SpanReporter:
         settings = self.settings
@@ -169,6 +173,8 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             await self._exchange(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websockets(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         else:
@@ -183,11 +189,13 @@ class Gateway:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
             if self._sighup_pending:
                 self._on_sighup()
+        self._websockets.start(handle_signals=self._handle_sighup)
         self._write_state()
         self.metrics.ready.set(1)
 
     async def shutdown(self) -> None:
         self.metrics.ready.set(0)
+        self._websockets.stop()
         if self._handle_sighup:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             # Its default action would end the process mid-shutdown.

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     # With the backoff (0.1 s doubling to 5 s, jittered), 10 attempts ride out a collector outage of 10 to 20 s.
     reporter_max_attempts: int = Field(10, ge=1, le=20)
 
+    # WebSocket sessions (gateway/websocket_proxy.py): closed with 1001 after this many seconds without a message either
+    # way (pings do not count); a message above the size is refused with close 1009, on either side.
+    websocket_idle_timeout: float = Field(300.0, gt=0.0, le=86400.0)
+    websocket_max_message_bytes: int = Field(1024 * 1024, ge=125, le=256 * 1024 * 1024)
+
     shutdown_timeout: float = Field(20.0, gt=0.0, le=600.0)
     log_level: LogLevel = "info"
     access_log: bool = True
