@@ -72,7 +72,7 @@ class _Guard:
         self._sweepers: dict[int, asyncio.Task[None]] = {}
         # Upgraded (WebSocket) connections by client address: uvicorn hands them to its WebSocket protocol, out of
         # this guard's sight, so the session's app asks for one to be cut off (`cut_off`).
-        self.upgraded: dict[tuple[str, int], asyncio.BaseTransport] = {}
+        self.upgraded: dict[tuple[str, int], asyncio.Transport] = {}
 
     def configure(self, limits: ClientLimits, metrics: Metrics | None) -> None:
         self.limits = limits
@@ -123,8 +123,8 @@ def cut_off(client: tuple[str, int] | None) -> None:
     An abort rather than a close: what is still buffered for a client that stopped reading would hold a close open
     for as long as the client likes.
     """
-    transport = _guard.upgraded.pop(tuple(client), None) if client else None  # type: ignore[arg-type]
-    if transport is not None and isinstance(transport, asyncio.WriteTransport):
+    transport = _guard.upgraded.pop((client[0], client[1]), None) if client else None
+    if transport is not None:
         _guard.count("send_timeout")
         transport.abort()
 

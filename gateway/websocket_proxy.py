@@ -285,7 +285,8 @@ class _SessionRelay:
             await self._accept(connection)
             await self._relay(connection, going_away)
         finally:
-            await connection.close()
+            # A no-op after a close handshake; else the client is gone (cut off, or the task cancelled).
+            await connection.close(GOING_AWAY, self.tally.close_reason)
             self.upstream_finished = time.perf_counter()
 
     async def _open(
