@@ -93,8 +93,11 @@ class WebSocketProxy:
         self._emit_single = Propagation.B3_SINGLE in settings.propagation
         self._emit_traceparent = Propagation.TRACE_CONTEXT in settings.propagation
         self._going_away = asyncio.Event()
-        self._sessions: set[asyncio.Task[Any]] = set()
+        # One event per open session, set once its client has been sent its close (or the session is over).
+        self._client_closes: set[asyncio.Event] = set()
         self._chained_handler: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Task[None] | None = None  # held, so that the task is not collected mid-way
 
     def start(self, handle_signals: bool) -> None:
         """With ``handle_signals``, learn of SIGTERM before uvicorn acts on it (see `_on_stop_signal`)."""
@@ -102,6 +105,7 @@ class WebSocketProxy:
             previous = signal.getsignal(signal.SIGTERM)
             if callable(previous):
                 self._chained_handler = previous
+                self._loop = asyncio.get_running_loop()
                 signal.signal(signal.SIGTERM, self._on_stop_signal)
 
     def stop(self) -> None:
@@ -115,29 +119,34 @@ class WebSocketProxy:
         # 7.4.1) for client and upstream alike, so the sessions close with 1001 first, and uvicorn is handed the
         # signal once they have sent their close frames (a protocol whose app has closed just closes its
         # transport). Only the public signal API is used: the handler uvicorn installed is chained, not replaced.
-        loop = asyncio.get_event_loop()
+        if self._loop is not None:
+            # A signal handler may run between any two bytecodes of the loop's own code: hand over thread-safely.
+            self._loop.call_soon_threadsafe(self._begin_stop, signum, frame)
+
+    def _begin_stop(self, signum: int, frame: FrameType | None) -> None:
         self._going_away.set()
-        loop.create_task(self._hand_on_stop(signum, frame))
+        self._stopping = asyncio.get_running_loop().create_task(self._hand_on_stop(signum, frame))
 
     async def _hand_on_stop(self, signum: int, frame: FrameType | None) -> None:
-        sessions = [task for task in self._sessions if not task.done()]
-        if sessions:
-            await asyncio.wait(sessions, timeout=self._settings.shutdown_timeout)
+        closes = [asyncio.ensure_future(closed.wait()) for closed in self._client_closes]
+        if closes:
+            await asyncio.wait(closes, timeout=self._settings.shutdown_timeout)
+            for waiter in closes:
+                waiter.cancel()
         handler = self._chained_handler
         if callable(handler):
             handler(signum, frame)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._sessions.add(task)
+        client_closed = asyncio.Event()
+        self._client_closes.add(client_closed)
         try:
-            await self._session(scope, receive, send)
+            await self._session(scope, receive, send, client_closed)
         finally:
-            if task is not None:
-                self._sessions.discard(task)
+            client_closed.set()
+            self._client_closes.discard(client_closed)
 
-    async def _session(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _session(self, scope: Scope, receive: Receive, send: Send, client_closed: asyncio.Event) -> None:
         started, started_wall = time.perf_counter(), time.time()
         connect_message = await receive()
         if connect_message["type"] != "websocket.connect":
@@ -187,9 +196,8 @@ class WebSocketProxy:
             if incoming.tracestate:
                 outgoing.append(("tracestate", incoming.tracestate))
 
-        relay = _SessionRelay(
-            scope, receive, send, self._trace_response(trace_id, server_span_id, decision.sampled), self._settings
-        )
+        trace_response = self._trace_response(trace_id, server_span_id, decision.sampled)
+        relay = _SessionRelay(scope, receive, send, trace_response, self._settings, client_closed)
         client_started, client_started_wall = time.perf_counter(), time.time()
         # The request's own bytes go upstream: scope["path"] is percent-decoded.
         raw_path: bytes | None = scope.get("raw_path")
@@ -252,8 +260,15 @@ class _SessionRelay:
     """One session: the upstream's handshake, then the messages both ways until either side closes."""
 
     def __init__(
-        self, scope: Scope, receive: Receive, send: Send, trace_response: list[tuple[bytes, bytes]], settings: Settings
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        trace_response: list[tuple[bytes, bytes]],
+        settings: Settings,
+        client_closed: asyncio.Event,
     ) -> None:
+        self._client_closed = client_closed
         self._scope = scope
         self._receive = receive
         self._send = send
@@ -406,8 +421,11 @@ class _SessionRelay:
                 await asyncio.wait_for(connection.close(code, reason), self._send_timeout)
 
     async def _close_client(self, code: int, reason: str) -> None:
-        with contextlib.suppress(OSError):
-            await self._to_client({"type": "websocket.close", "code": code, "reason": reason})
+        try:
+            with contextlib.suppress(OSError):
+                await self._to_client({"type": "websocket.close", "code": code, "reason": reason})
+        finally:
+            self._client_closed.set()
 
     async def _to_client(self, message: Message) -> None:
         # uvicorn's send waits while the client's socket buffer is full: a client that reads nothing for
