@@ -6,6 +6,7 @@ import asyncio
 import json
 import secrets
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -225,3 +226,33 @@ def test_one_decision_and_two_spans_per_session_lasting_it_with_its_tags(
     access = [json.loads(line) for line in ws_gateway.output().splitlines() if '"websocket"' in line]
     assert [line["websocket"]["close_code"] for line in access] == [4002]
     assert access[0]["status"] == 101 and access[0]["trace_id"].rjust(32, "0") == trace_id
+
+
+def test_an_unrouted_upgrade_gets_the_no_route_status_and_routed_ones_the_routes_tags(
+    start_gateway: GatewayFactory, ws_upstream: WsUpstream, collector: Collector, tmp_path: Path
+) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        f"routes:\n  - name: live\n    path_prefix: /echo\n    upstream: {ws_upstream.url}\n"
+        "    tags:\n      team: realtime\n"
+    )
+    gateway = start_gateway(upstream_url=None, routes_file=routes, no_route_status=421)
+
+    async def sessions() -> tuple[int, str]:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url(gateway, "/elsewhere")):
+                pass
+        async with connect(ws_url(gateway, "/echo")) as ws:
+            assert ws.response is not None
+            await ws.send("routed")
+            assert await ws.recv() == "routed"
+            routed = str(ws.response.headers["traceresponse"])
+        return refused.value.response.status_code, routed
+
+    status, routed = run(sessions())
+    assert status == 421
+    trace_id = TRACERESPONSE.fullmatch(routed)[1]  # type: ignore[index]
+    assert wait_for(lambda: len(collector.trace(trace_id)) == 2, timeout=15)
+    for span in collector.trace(trace_id):
+        assert span["tags"]["team"] == "realtime" and span["tags"]["websocket.client_messages"] == "1"
+    assert gateway.metrics().value("gateway_upstream_errors_total", kind="no_route") == 1
