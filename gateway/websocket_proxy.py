@@ -62,6 +62,7 @@ TRACE_RESPONSE = b"traceresponse"
 IDLE_REASON = "idle timeout"
 SHUTDOWN_REASON = "gateway shutting down"
 HTTP_RESPONSE_EXTENSION = "websocket.http.response"
+SWITCHING_PROTOCOLS = 101
 # The upstream hop's keepalive: a dead upstream is noticed within these seconds (websockets' defaults).
 UPSTREAM_PING_INTERVAL = 20.0
 _NEW_TRACE_REASONS = frozenset({"ratio"})
@@ -297,7 +298,12 @@ class _SessionRelay:
         if connection is None:
             return
         try:
-            await self._accept(connection)
+            try:
+                await self._accept(connection)
+            except OSError:
+                self.tally.closed(CLOSED_BY_CLIENT, None, "client gone before the upgrade completed")
+                self._fail("client disconnected", "client_disconnected")
+                return
             await self._relay(connection, going_away)
         finally:
             # A no-op after a close handshake; else the client is gone (cut off, or the task cancelled).
@@ -334,7 +340,7 @@ class _SessionRelay:
         if connection.subprotocol is not None:
             message["subprotocol"] = connection.subprotocol
         await self._to_client(message)
-        self.status = HTTPStatus.SWITCHING_PROTOCOLS
+        self.status = SWITCHING_PROTOCOLS
 
     async def _relay(self, connection: ClientConnection, going_away: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -364,6 +370,8 @@ class _SessionRelay:
             for task in pumps:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+                if task.done() and not task.cancelled():
+                    _log_unexpected(task.exception())
 
     async def _client_to_upstream(self, connection: ClientConnection) -> None:
         while True:
@@ -440,7 +448,8 @@ class _SessionRelay:
 
     async def _refuse(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         self.status = status
-        await _refuse(self._scope, self._send, status, headers + self._trace_response, body)
+        with contextlib.suppress(OSError):  # the client may have gone while the upstream was asked
+            await _refuse(self._scope, self._send, status, headers + self._trace_response, body)
 
     async def _refuse_text(self, status: HTTPStatus, text: str) -> None:
         body = f"{text}\n".encode()
@@ -495,6 +504,12 @@ async def _refuse(scope: Scope, send: Send, status: int, headers: list[tuple[byt
 
 
 _KNOWN_STATUSES = frozenset(status.value for status in HTTPStatus)
+
+
+def _log_unexpected(exc: BaseException | None) -> None:
+    # A peer going away mid-send is how sessions end; anything else is a bug worth a traceback.
+    if exc is not None and not isinstance(exc, OSError | ConnectionClosed):
+        logger.error("WebSocket relay failed", exc_info=exc)
 
 
 def _text_headers(body: bytes) -> list[tuple[bytes, bytes]]:
