@@ -132,3 +132,30 @@ def test_sigterm_closes_open_sessions_with_1001_both_ways_and_flushes_their_span
     for token in tokens:
         assert ws_upstream.closed(token)["code"] == 1001
     assert wait_for(lambda: len(collector.spans()) == 6, timeout=10)
+
+
+def test_sigterm_with_several_workers_closes_every_session_with_1001(
+    start_gateway: GatewayStarter, ws_upstream: WsUpstream
+) -> None:
+    # The supervisor passes SIGTERM on to each worker, where the sessions' handler sees it before uvicorn's does.
+    gateway = start_gateway(upstream_url=ws_upstream.url, workers=2)
+    tokens = [new_token() for _ in range(4)]
+
+    async def sessions() -> list[int]:
+        async def one(token: str) -> int:
+            async with connect(ws_url(gateway, f"/echo?token={token}")) as ws:
+                await ws.send("before")
+                assert await ws.recv() == "before"
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.recv()
+                assert closed.value.rcvd is not None
+                return closed.value.rcvd.code
+
+        running = [asyncio.create_task(one(token)) for token in tokens]
+        await asyncio.sleep(0.5)
+        gateway.process.terminate()
+        return list(await asyncio.gather(*running))
+
+    assert run(sessions()) == [1001] * 4
+    assert gateway.process.popen.wait(20) == 0
+    assert [ws_upstream.closed(token)["code"] for token in tokens] == [1001] * 4
