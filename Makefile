@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit bench bench-instructions loadtest soak fuzz clean
+.PHONY: run test lint typecheck unit bench bench-instructions bench-protocols loadtest soak fuzz clean
 
 $(STAMP): pyproject.toml setup.py gateway/_spanjson.c
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || tools/ensure-debian-packages.sh python3-venv
@@ -31,9 +31,17 @@ test: $(STAMP) lint typecheck
 	tools/ensure-debian-packages.sh chromium:chromium
 	$(VENV)/bin/pytest -q
 
+# HTTP/1.1 against the Python ceiling and nginx, on one core and on every core (bench/run.py), then every other
+# protocol beside nginx (bench/protocols.py); the exit status is bench/run.py's checks' unless the second fails.
 bench: $(STAMP)
-	tools/ensure-debian-packages.sh nginx:nginx wrk:wrk taskset:util-linux
-	$(PY) bench/run.py
+	tools/ensure-debian-packages.sh nginx:nginx wrk:wrk taskset:util-linux h2load:nghttp2-client
+	$(PY) bench/run.py; status=$$?; $(PY) bench/protocols.py || exit $$?; exit $$status
+
+# The gateway beside nginx on HTTP/2 (h2c, TLS), TLS HTTP/1.1, unary gRPC and WebSocket (bench/protocols.py); rows
+# whose protocol the gateway does not speak yet say so and measure nginx alone.
+bench-protocols: $(STAMP)
+	tools/ensure-debian-packages.sh nginx:nginx wrk:wrk taskset:util-linux h2load:nghttp2-client
+	$(PY) bench/protocols.py $(PROTOCOLS_ARGS)
 
 # Tracing's cost in instructions per request under callgrind: the figure this machine's noise cannot move
 # (bench/instructions.py). make bench-instructions INSTRUCTIONS_ARGS="--keep /tmp/cg" lists where they go.

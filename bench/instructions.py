@@ -2,10 +2,11 @@
 
 On a shared machine requests/s move by a third from one minute to the next, so a tracing cost of a few percent
 drowns in the noise of `make bench`. callgrind counts instructions instead: the same figure for the same work,
-whatever else the machine is doing. This runs the gateway at each rate under `valgrind --tool=callgrind`, sends it
-the same wrk load (few connections: under valgrind it is about fifty times slower), counts only from the start of
-the load until its spans have reached the sink, and prints instructions per request, their ratio to rate 0.0, and
-where the difference is (the C functions with the largest inclusive difference per request).
+whatever else the machine is doing. This runs the gateway at each rate under `valgrind --tool=callgrind`, with its
+default settings otherwise (the access log on, as users run it, so its lines are counted too), sends it the same wrk
+load (few connections: under valgrind it is about fifty times slower), counts only from the start of the load until
+its spans have reached the sink, and prints instructions per request, their ratio to rate 0.0, and where the
+difference is (the C functions with the largest inclusive difference per request).
 
 At this slow speed a partial batch would go out at every flush interval, a few dozen spans per POST where
 `make bench` sends full ones, and each POST costs about two million instructions: the gateways run with a flush
@@ -68,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for stale in _dumps(out):
                 stale.unlink()
             port = services.free_port()
-            env = targets.gateway_env(os.environ, target, port=port, upstream=upstream.url, sink=sink.url, extra={})
+            # Its defaults otherwise, as `make bench` runs it: the access log's lines are counted too.
+            extra = {"GATEWAY_REPORTER_FLUSH_INTERVAL": str(args.flush_interval), **args.gateway_env}
+            env = targets.gateway_env(os.environ, target, port=port, upstream=upstream.url, sink=sink.url, extra=extra)
             command = [
                 "valgrind",
                 "--tool=callgrind",
@@ -145,7 +148,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache-sim", action="store_true", help="also simulate the L1 and L2 caches (slower)")
     parser.add_argument("--keep", help="keep the callgrind files in this directory, and print the differences")
     parser.add_argument("--top", type=int, default=40, help="functions listed with --keep (default 40)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra gateway setting, repeatable (e.g. GATEWAY_ACCESS_LOG=false, to count what the access log costs)",
+    )
+    args = parser.parse_args(argv)
+    if any("=" not in item for item in args.gateway_env):
+        parser.error("--gateway-env takes NAME=VALUE")
+    args.gateway_env = dict(item.split("=", 1) for item in args.gateway_env)
+    return args
 
 
 def _load(url: str, seconds: int, connections: int) -> int:

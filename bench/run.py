@@ -1,4 +1,4 @@
-"""`make bench`: the gateway side by side with nginx and a naive Python proxy under wrk (issue 4).
+"""`make bench`: the gateway, with its defaults, side by side with nginx and the Python ceiling under wrk (issue 22).
 
 Usage: .venv/bin/python bench/run.py [--quick] [--rounds N] [--duration S] ...; see bench/README.md.
 """
@@ -28,7 +28,17 @@ import procfs
 import report
 import targets
 import wrk
-from figures import PAIRED, WARMUP, Check, ProcessMemory, Run, sink_check, target_checks, validity_checks
+from figures import (
+    PAIRED,
+    WARMUP,
+    Check,
+    ProcessMemory,
+    Run,
+    every_core_text,
+    sink_check,
+    target_checks,
+    validity_checks,
+)
 from plan import BODIES, GATEWAY_RATE_0, GATEWAY_RATE_1, TARGETS, UPSTREAM, Body, Target
 from services import LOOPBACK, Service, ServiceError
 
@@ -125,8 +135,11 @@ class Bench:
     def cpus_for(self, target: Target) -> list[int]:
         if target.name == UPSTREAM:
             return self.load_cpus
-        # Every proxy gets the same CPU budget; on a 2-CPU machine 2 workers share the one proxy CPU.
-        return self.proxy_cpus[: target.workers]
+        if target.every_cpu:
+            # Several workers on several cores: on a 2-CPU machine one of them is the load's.
+            return sorted({*self.load_cpus, *self.proxy_cpus})[: max(target.workers, 2)]
+        # Every other proxy gets the same CPU budget: one core.
+        return self.proxy_cpus[:1]
 
     def header(self) -> str:
         a = self.args
@@ -134,7 +147,9 @@ class Bench:
             f"wrk -t{a.threads} -c{a.connections} -d{a.duration}s --latency; {_plural(a.rounds, 'round')}"
             f" after a {a.warmup} s warm-up{' (quick mode: a smoke run, figures are indicative)' if a.quick else ''}\n"
             f"CPUs: wrk, upstream and span sink on {_cpu_text(self.load_cpus)};"
-            f" proxies on {_cpu_text(self.proxy_cpus)}"
+            f" proxies on {_cpu_text(self.proxy_cpus[:1])}, the every-core rows on all of them\n"
+            f"gateway: default settings ({', '.join(f'{k}={v}' for k, v in targets.gateway_defaults().items())})"
+            + (f", and {self.gateway_env}" if self.gateway_env else "")
         )
 
     def start(self, stack: ExitStack, workdir: Path) -> None:
@@ -276,8 +291,10 @@ class Bench:
         )
         for name, reason in self.unavailable.items():
             print(f"not available: {name}:\n    " + "\n    ".join(reason.splitlines()))
-        print("\n== issue 4 targets ==")
+        print("\n== issue 22 targets ==")
         print(report.checks_text([c for c in checks if c.kind == "target"]))
+        print("\n== every core: 2 workers beside nginx's 2 (not a target) ==")
+        print(every_core_text(self.runs, [b.name for b in self.bodies]))
         print("\n== validity ==")
         print(report.checks_text([c for c in checks if c.kind != "target"]))
         doc = report.document(
@@ -313,6 +330,7 @@ class Bench:
                 "wrk_connections": a.connections,
                 "wrk_threads": a.threads,
                 "gateway_env": self.gateway_env,
+                "gateway_defaults": {k: str(v) for k, v in targets.gateway_defaults().items()},
             },
             "cpus": {
                 "load": self.load_cpus,

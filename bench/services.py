@@ -113,6 +113,20 @@ def start(
     return service
 
 
+def run_to_completion(args: Sequence[str], timeout: float) -> tuple[int, str]:
+    """Run a load tool in a session of its own, killed past `timeout`: its exit status and its output.
+
+    Raises subprocess.TimeoutExpired when it had to be killed."""
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode, output.decode(errors="replace")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))

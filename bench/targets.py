@@ -1,4 +1,8 @@
-"""Starting what the benchmark talks to: the nginx upstream, the span sink and each proxy under test."""
+"""Starting what the benchmark talks to: the nginx upstream, the span sink and each proxy under test.
+
+The gateway runs with its default settings, as users run it (access log on, default propagation): the benchmark sets
+only where it listens, what it proxies to, the sample rate and the span sink.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from plan import BODIES, GATEWAY_2_WORKERS, GATEWAY_RATE_0, GATEWAY_RATE_1, NAIVE, NGINX, UPSTREAM, Target
+from plan import BODIES, CEILING, NGINX, UPSTREAM, Target
 from services import LOOPBACK, Service, ServiceError, free_port, start
 from span_sink import STATS_PATH
+
+from gateway.settings import Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 GATEWAY_SCRIPT = Path(sys.executable).parent / "ingress-gateway"
@@ -26,7 +32,7 @@ GATEWAY_ENV_PREFIX = "GATEWAY_"
 _NGINX_COMMON = """\
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes {workers};
 pid {prefix}/nginx.pid;
 error_log stderr warn;
 events {{ worker_connections 4096; }}
@@ -70,18 +76,38 @@ _PROXY_SERVER = """\
 
 def upstream_config(prefix: Path, root: Path, port: int) -> str:
     body = _UPSTREAM_SERVER.format(host=LOOPBACK, port=port, root=root)
-    return _NGINX_COMMON.format(prefix=prefix, body=body)
+    return nginx_config(prefix, body)
 
 
-def proxy_config(prefix: Path, upstream_port: int, port: int) -> str:
+def proxy_config(prefix: Path, upstream_port: int, port: int, workers: int = 1) -> str:
     body = _PROXY_SERVER.format(host=LOOPBACK, port=port, upstream=f"{LOOPBACK}:{upstream_port}")
-    return _NGINX_COMMON.format(prefix=prefix, body=body)
+    return nginx_config(prefix, body, workers)
+
+
+def nginx_config(prefix: Path, body: str, workers: int = 1) -> str:
+    """A whole nginx.conf around `body` (the `http` block's servers), everything kept under `prefix`."""
+    return _NGINX_COMMON.format(prefix=prefix, body=body, workers=workers)
+
+
+def gateway_defaults() -> dict[str, object]:
+    """The defaults of the settings the benchmark leaves alone that shape the hot path, as Settings has them."""
+    fields = Settings.model_fields
+    names = ("access_log", "log_level", "propagation", "upstream_client", "upstream_max_connections")
+    return {name: _setting_text(fields[name].default) for name in names if name in fields}
+
+
+def _setting_text(value: object) -> object:
+    """As the variable would be written: `b3multi,b3`, not a list of enums."""
+    if isinstance(value, list | tuple):
+        return ",".join(str(_setting_text(item)) for item in value)
+    return getattr(value, "value", value)
 
 
 def gateway_env(
     base: Mapping[str, str], target: Target, *, port: int, upstream: str, sink: str, extra: Mapping[str, str]
 ) -> dict[str, str]:
-    """The gateway's environment: only the benchmark's GATEWAY_ settings (and `extra`), none inherited."""
+    """The gateway's environment: only the benchmark's GATEWAY_ settings (and `extra`), none inherited; everything
+    else at its default, the access log included."""
     env = {key: value for key, value in base.items() if not key.startswith(GATEWAY_ENV_PREFIX)}
     env.update(
         GATEWAY_HOST=LOOPBACK,
@@ -91,8 +117,6 @@ def gateway_env(
         GATEWAY_UPSTREAM_URL=upstream,
         GATEWAY_SAMPLE_RATE=str(target.sample_rate),
         GATEWAY_ZIPKIN_URL=sink + SPANS_PATH,
-        GATEWAY_ACCESS_LOG="false",
-        GATEWAY_LOG_LEVEL="warning",
     )
     env.update(extra)
     return env
@@ -143,13 +167,20 @@ def start_target(
     """Start `target` (the upstream is already running); ServiceError says why it is not available."""
     if target.name == UPSTREAM:
         return upstream
-    if target.name == NGINX:
-        return _start_nginx(stack, NGINX, workdir, cpus, lambda prefix, port: proxy_config(prefix, upstream.port, port))
+    if not target.is_gateway and target.name.startswith(NGINX):
+        return _start_nginx(
+            stack,
+            target.name,
+            workdir,
+            cpus,
+            lambda prefix, port: proxy_config(prefix, upstream.port, port, target.workers),
+        )
     port = free_port()
-    if target.name == NAIVE:
-        args = [sys.executable, str(BENCH_DIR / "naive_proxy.py"), upstream.url, str(port)]
-        return start(stack, NAIVE, args, cpus=cpus, port=port, log_dir=workdir)
-    if target.name in (GATEWAY_RATE_0, GATEWAY_RATE_1, GATEWAY_2_WORKERS):
+    if target.name == CEILING:
+        connections = str(Settings.model_fields["upstream_max_connections"].default)
+        args = [sys.executable, str(BENCH_DIR / "ceiling_proxy.py"), upstream.url, str(port), connections]
+        return start(stack, CEILING, args, cpus=cpus, port=port, log_dir=workdir)
+    if target.is_gateway:
         if not GATEWAY_SCRIPT.exists():
             raise ServiceError(f"{GATEWAY_SCRIPT} is not installed")
         env = gateway_env(os.environ, target, port=port, upstream=upstream.url, sink=sink.url, extra=gateway_extra)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from services import run_to_completion
 
 # wrk's format_time() units (src/units.c), in milliseconds.
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1_000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -69,18 +69,12 @@ def command(url: str, *, cpus: Sequence[int], seconds: int, connections: int, th
 def run(url: str, *, cpus: Sequence[int], seconds: int, connections: int, threads: int) -> tuple[WrkResult, str]:
     """Run wrk to completion (bounded in time) and return its figures and its raw report."""
     args = command(url, cpus=cpus, seconds=seconds, connections=connections, threads=threads)
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        output, _ = process.communicate(timeout=seconds + _GRACE_SECONDS)
+        status, report = run_to_completion(args, seconds + _GRACE_SECONDS)
     except subprocess.TimeoutExpired as exc:
         raise WrkError(f"wrk did not finish within {seconds + _GRACE_SECONDS}s: {' '.join(args)}") from exc
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-    report = output.decode(errors="replace")
-    if process.returncode != 0:
-        raise WrkError(f"wrk exited with {process.returncode}:\n{report}")
+    if status != 0:
+        raise WrkError(f"wrk exited with {status}:\n{report}")
     return parse(report), report
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from uvicorn.supervisors.multiprocess import Multiprocess
 
+from gateway.check import CHECKS
 from gateway.config_view import View, merge_views
 from gateway.settings import Settings, describe
 
@@ -35,7 +36,12 @@ STATE_DIR_ENV = "_INGRESS_GATEWAY_STATE_DIR"
 logger = logging.getLogger("gateway")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    from gateway.cli import parse_args, run_check
+
+    args = parse_args(argv)
+    if args.command == "check":
+        sys.exit(run_check(strict=args.strict, quiet=args.quiet))
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -67,10 +73,13 @@ def _serve(settings: Settings) -> int:
 
     log_config = logging_config(settings.log_level)
     logging.config.dictConfig(log_config)
-    problem = _route_problem(settings)
-    if problem is not None:
-        print(f"GATEWAY_ROUTES_FILE: {problem}", file=sys.stderr)
+    # The same checks as `ingress-gateway check`, so that what passes there starts here.
+    problems = [problem for run in CHECKS for problem in run(settings)]
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
         return EXIT_BAD_SETTINGS
+    _log_in_force(settings)
     logger.info("open files limit %d", raise_open_file_limit())
 
     # uvicorn re-raises the signal that stopped it once it has shut down, and its default action would kill the
@@ -187,15 +196,17 @@ def _admin(settings: Settings, registry: CollectorRegistry, config_view: Callabl
         admin.stop()
 
 
-def _route_problem(settings: Settings) -> str | None:
-    from gateway.app import load_route_config
-    from gateway.routes import RouteFileError
+def _log_in_force(settings: Settings) -> None:
+    """Warnings about the environment, then one line with what is in force."""
+    from gateway.check import NO_EXPORTER_WARNING, in_force, known_variables, load_routes, settings_env_file
+    from gateway.environment import environment_warnings, gateway_variables
+    from gateway.settings import has_exporter
 
-    try:
-        load_route_config(settings)
-    except (RouteFileError, ValueError) as exc:
-        return str(exc)
-    return None
+    for warning in environment_warnings(gateway_variables(os.environ, settings_env_file()), known_variables()):
+        logger.warning(warning)
+    if not has_exporter(settings):
+        logger.warning(NO_EXPORTER_WARNING)
+    logger.info("in force", extra=in_force(settings, *load_routes(settings)))
 
 
 def _run_dir(run_dirs: list[str], kind: str) -> str:

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 READY_METRIC = "gateway_worker_ready"
 
@@ -66,7 +67,9 @@ def _handler_for(registry: CollectorRegistry, config_view: ConfigView | None) ->
                 ready = is_ready(registry)
                 self._reply(200 if ready else 503, b"ready\n" if ready else b"not ready\n", "text/plain")
             elif path == "/metrics":
-                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                # OpenMetrics (with exemplars) for a scraper that asks for it, the classic text format otherwise.
+                encode, content_type = choose_encoder(self.headers.get("Accept", ""))
+                self._reply(200, encode(registry), content_type)
             elif path == "/config" and config_view is not None:
                 body = json.dumps(config_view(), indent=2).encode() + b"\n"
                 self._reply(200, body, "application/json")

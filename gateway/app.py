@@ -17,6 +17,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from gateway.access_line import access_line
+from gateway.access_log import AccessLogWriter
 from gateway.config_view import View, reload_record, worker_view
 from gateway.context import NO_CONTEXT, IdGenerator, RandomIdGenerator, TraceContext
 from gateway.forwarding import downstream_response_headers, upstream_request_headers
@@ -28,10 +30,11 @@ from gateway.propagation.w3c import MALFORMED_TRACESTATE, format_traceparent, fo
 from gateway.proxy import HttpxUpstream, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse
 from gateway.reload import LoadedRoutes, ReloadOutcome, RouteReloader, load_route_file
 from gateway.reporter import DisabledReporter, HttpSpanSender, Reporter, SpanReporter
+from gateway.request_metrics import RequestMetrics
 from gateway.routes import Route, parse_upstream
-from gateway.routing import DEFAULT_ROUTE_NAME, ActiveRoute, Counter, Defaults, build_routing, decision_labels
-from gateway.sampling import Decision, TracesPerSecondCap, decide
-from gateway.settings import Propagation, Settings
+from gateway.routing import DEFAULT_ROUTE_NAME, Counter, Defaults, build_routing, decision_labels
+from gateway.sampling import TracesPerSecondCap, decide
+from gateway.settings import Propagation, Settings, has_exporter
 from gateway.spans import Exchange, local_endpoint
 from gateway.trust import TrustedNetworks
 from gateway.websocket_proxy import WebSocketProxy
@@ -143,6 +146,12 @@ class Gateway:
         self._upstream: Upstream | None = None
         self._local = local_endpoint(settings.service_name, settings.host, settings.port)
         self.reporter = reporter if reporter is not None else self._default_reporter()
+        # A reporter passed in (tests, embedders) exports somewhere by definition.
+        self._exporting = reporter is not None or has_exporter(settings)
+        # prometheus-client's multiprocess mode keeps no exemplars (gateway/request_metrics.py).
+        self._request_metrics = RequestMetrics(
+            self.metrics.http_request_duration, exemplars="PROMETHEUS_MULTIPROC_DIR" not in os.environ
+        )
         self._emit_single = Propagation.B3_SINGLE in settings.propagation
         self._emit_traceparent = Propagation.TRACE_CONTEXT in settings.propagation
         self._durations = {
@@ -151,9 +160,25 @@ class Gateway:
         }
         self._ignored_untrusted = self.metrics.trace_headers_ignored.labels("untrusted")
         self._ignored_tracestate = self.metrics.trace_headers_ignored.labels(MALFORMED_TRACESTATE)
+        self._access_log = self._access_log_writer()
         self._websockets = WebSocketProxy(
-            settings, self.metrics, self._trust, self._ids, self._cap, lambda: self.routing, self.reporter
+            settings,
+            self.metrics,
+            self._trust,
+            self._ids,
+            self._cap,
+            lambda: self.routing,
+            self.reporter,
+            self._access_log,
+            self._request_metrics,
+            self._exporting,
         )
+
+    def _access_log_writer(self) -> AccessLogWriter | None:
+        # A GATEWAY_LOG_LEVEL above info silences the access lines, as it did when they were `logging` records.
+        if not self.settings.access_log or not access_logger.isEnabledFor(logging.INFO):
+            return None
+        return AccessLogWriter(self.metrics.access_log_dropped_lines, self.settings.access_log_buffer_bytes)
 
     def _default_reporter(self) -> SpanReporter:
         settings = self.settings
@@ -181,6 +206,8 @@ class Gateway:
             raise RuntimeError(f"unsupported ASGI scope type {scope['type']!r}")
 
     async def startup(self) -> None:
+        if self._access_log is not None:
+            self._access_log.start()
         self._upstream = self._upstream_override or create_upstream(self.settings)
         await self.reporter.start()
         if self._reloader is not None:
@@ -207,6 +234,9 @@ class Gateway:
             await self._upstream.aclose()
         if self._state_file is not None:
             self._state_file.unlink(missing_ok=True)
+        if self._access_log is not None:
+            # In a thread: with stderr blocked, the wait is the shutdown timeout, and the loop must not stop for it.
+            await asyncio.to_thread(self._access_log.stop, self.settings.shutdown_timeout)
 
     async def reload_routes(self) -> bool:
         """Reload the route file now, as SIGHUP does; False when there is none or it was rejected."""
@@ -304,7 +334,9 @@ class Gateway:
 
         parent = incoming.context
         trace_id = parent.trace_id if parent is not None else self._ids.new_trace_id()
-        decision = decide(incoming, trace_id, route.sampler, route.cap, self._cap, self.reporter.reserve)
+        decision = decide(
+            incoming, trace_id, route.sampler, route.cap, self._cap, self.reporter.reserve, self._exporting
+        )
         # decide() reserves span room only for new traces; a decision taken upstream of us is honoured as is.
         reserved = decision.sampled and decision.reason in _NEW_TRACE_REASONS
         server_span_id = self._ids.new_span_id()
@@ -344,6 +376,9 @@ class Gateway:
                 self.metrics.upstream_errors.labels(relay.error_kind).inc()
             route.decisions[(decision.sampled, decision.reason)].inc()
             self._durations[decision.sampled].observe(finished - started)
+            self._request_metrics.observe(
+                route.name, method, relay.status, decision.sampled, finished - started, trace_id
+            )
             if decision.sampled:
                 # Positional, in field order: with twenty keywords, making the record cost three times as much.
                 self.reporter.submit(
@@ -371,8 +406,22 @@ class Gateway:
                     ),
                     reserved,
                 )
-            if self.settings.access_log:
-                _log_access(method, path, route, relay, trace_id, decision, client_host, finished - started)
+            if self._access_log is not None:
+                self._access_log.write(
+                    access_line(
+                        time.time(),
+                        method,
+                        path,
+                        relay.status,
+                        finished - started,
+                        trace_id,
+                        route.name,
+                        decision.sampled,
+                        decision.reason,
+                        client_host,
+                        relay.error,
+                    )
+                )
 
     def _trace_response(self, trace_id: int, span_id: int, sampled: bool) -> list[tuple[bytes, bytes]]:
         if not self.settings.trace_response_header:
@@ -564,33 +613,3 @@ class _RouteMetrics:
 
     def rate_gauge(self, route: str) -> Callable[[float], None]:
         return self._metrics.route_sample_rate.labels(route).set
-
-
-def _log_access(
-    method: str,
-    path: str,
-    route: ActiveRoute,
-    relay: _Relay,
-    trace_id: int,
-    decision: Decision,
-    client_host: str | None,
-    duration: float,
-) -> None:
-    access_logger.info(
-        "%s %s %s",
-        method,
-        path,
-        relay.status,
-        extra={
-            "method": method,
-            "path": path,
-            "status": relay.status,
-            "duration_ms": round(duration * 1000, 3),
-            "trace_id": f"{trace_id:032x}" if trace_id >> 64 else f"{trace_id:016x}",
-            "route": route.name,
-            "sampled": decision.sampled,
-            "reason": decision.reason,
-            "client": client_host,
-            "error": relay.error,
-        },
-    )

@@ -6,9 +6,13 @@ any worker starts) keeps one file per worker and the admin listener sums them.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from gateway.propagation import INVALID_REASONS
+
+# A `*_created` series per counter and histogram child doubles what Prometheus scrapes and stores, and nothing
+# here reads it: rate() and increase() already handle a restart's reset.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 SPAN_DROP_REASONS = ("queue_full", "rejected", "retries_exhausted", "shutdown", "encode_error")
 UPSTREAM_ERROR_KINDS = ("timeout", "unreachable", "protocol", "client_disconnected", "no_route")
@@ -99,6 +103,21 @@ class Metrics:
             "gateway_request_duration_seconds",
             "Time from request start to the end of the response, in seconds.",
             ["decision"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        # The access log (gateway/access_log.py).
+        self.access_log_dropped_lines = Counter(
+            "gateway_access_log_dropped_lines",
+            "Access lines dropped because stderr did not keep up (a full pipe, a stuck log collector).",
+            registry=reg,
+        )
+        # Operating it (gateway/request_metrics.py): children are made on first use, exemplars on sampled requests.
+        self.http_request_duration = Histogram(
+            "gateway_http_request_duration_seconds",
+            "Time from request start to the end of the response, by route, method, status class and decision; "
+            "sampled requests' buckets carry their trace id as an exemplar (OpenMetrics).",
+            ["route", "method", "status_class", "decision"],
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )

@@ -16,9 +16,10 @@ RATIO = "ratio"
 ROUTE_RATE_LIMITED = "route_rate_limited"
 RATE_LIMITED = "rate_limited"
 QUEUE_FULL = "queue_full"
+NO_EXPORTER = "no_exporter"
 # Every reason label `decide` gives, by outcome, so that metric children can be created up front.
 SAMPLED_REASONS = (DEBUG, TRUSTED_PARENT, RATIO)
-NOT_SAMPLED_REASONS = (TRUSTED_PARENT, RATIO, ROUTE_RATE_LIMITED, RATE_LIMITED, QUEUE_FULL)
+NOT_SAMPLED_REASONS = (TRUSTED_PARENT, RATIO, ROUTE_RATE_LIMITED, RATE_LIMITED, QUEUE_FULL, NO_EXPORTER)
 
 _LOW_64_BITS = 2**64 - 1
 # Clock differences round (1000.1 - 1000.0 != 0.1): one period's refill must still make a whole token.
@@ -164,6 +165,7 @@ _RATIO_NOT_SAMPLED = Decision(False, False, RATIO)
 _ROUTE_RATE_LIMITED = Decision(False, False, ROUTE_RATE_LIMITED)
 _RATE_LIMITED = Decision(False, False, RATE_LIMITED)
 _QUEUE_FULL = Decision(False, False, QUEUE_FULL)
+_NO_EXPORTER = Decision(False, False, NO_EXPORTER)
 
 
 def decide(
@@ -173,6 +175,7 @@ def decide(
     route_cap: TracesPerSecondCap,
     process_cap: TracesPerSecondCap,
     reserve: Callable[[], bool],
+    exporting: bool = True,
 ) -> Decision:
     """Sample this request's trace or not.
 
@@ -181,11 +184,17 @@ def decide(
     reporter's room is asked. A new (or deferred) trace must pass the route's sampler, then the route's cap,
     then the process's cap (a route's token comes back when the process refuses), then ``reserve``, which asks
     the span reporter for room and so is called only for a trace about to be sampled.
+
+    Without an exporter (``exporting`` false) no new trace is sampled: the mesh would report its spans of a trace
+    whose root nobody receives. A trusted parent's decision is still honoured: its trace has a root elsewhere, the
+    mesh reports the rest of it, and only the gateway's two spans are missing, as they would be either way.
     """
     if incoming.debug:
         return _DEBUG
     if incoming.sampled is not None:
         return _PARENT_SAMPLED if incoming.sampled else _PARENT_NOT_SAMPLED
+    if not exporting:
+        return _NO_EXPORTER
     if not sampler.should_sample(trace_id):
         return _RATIO_NOT_SAMPLED
     if not route_cap.try_acquire():

@@ -16,14 +16,16 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType
 from typing import Any
 
+from gateway.access_line import access_line
+from gateway.access_log import AccessLogWriter
 from gateway.context import NO_CONTEXT, IdGenerator, TraceContext
 from gateway.forwarding import upstream_request_headers
-from gateway.logs import ACCESS_LOGGER
 from gateway.metrics import Metrics
 from gateway.propagation import extract_context
 from gateway.propagation.b3 import format_multi, format_single
 from gateway.propagation.w3c import MALFORMED_TRACESTATE, format_traceparent, format_traceresponse
-from gateway.routing import ActiveRoute, Routing
+from gateway.request_metrics import RequestMetrics
+from gateway.routing import Routing
 from gateway.sampling import TracesPerSecondCap, decide
 from gateway.settings import Propagation, Settings
 from gateway.spans import Exchange
@@ -43,7 +45,6 @@ TRACE_RESPONSE = b"traceresponse"
 _NEW_TRACE_REASONS = frozenset({"ratio"})
 
 logger = logging.getLogger("gateway.websocket")
-access_logger = logging.getLogger(ACCESS_LOGGER)
 
 
 class WebSocketProxy:
@@ -58,7 +59,13 @@ class WebSocketProxy:
         process_cap: TracesPerSecondCap,
         routing: Callable[[], Routing],
         reporter: Any,
+        access_log: AccessLogWriter | None,
+        request_metrics: RequestMetrics,
+        exporting: bool,
     ) -> None:
+        self._exporting = exporting  # no exporter: nothing is sampled (decide() says why)
+        self._access_log = access_log
+        self._request_metrics = request_metrics
         self._settings = settings
         self._metrics = metrics
         self._trust = trust
@@ -159,7 +166,9 @@ class WebSocketProxy:
             self._metrics.trace_headers_ignored.labels("untrusted").inc()
         parent = incoming.context
         trace_id = parent.trace_id if parent is not None else self._ids.new_trace_id()
-        decision = decide(incoming, trace_id, route.sampler, route.cap, self._cap, self._reporter.reserve)
+        decision = decide(
+            incoming, trace_id, route.sampler, route.cap, self._cap, self._reporter.reserve, self._exporting
+        )
         reserved = decision.sampled and decision.reason in _NEW_TRACE_REASONS
         server_span_id, client_span_id = self._ids.new_span_id(), self._ids.new_span_id()
         context = TraceContext(trace_id, client_span_id, server_span_id, decision.sampled, decision.debug)
@@ -196,6 +205,9 @@ class WebSocketProxy:
             self._metrics.request_duration.labels("sampled" if decision.sampled else "not_sampled").observe(
                 finished - started
             )
+            self._request_metrics.observe(
+                route.name, METHOD, relay.status, decision.sampled, finished - started, trace_id
+            )
             if decision.sampled:
                 self._reporter.submit(
                     Exchange(
@@ -222,9 +234,23 @@ class WebSocketProxy:
                     ),
                     reserved,
                 )
-            if self._settings.access_log:
-                duration = finished - started
-                _log_access(path, route, relay, trace_id, decision.sampled, decision.reason, client_host, duration)
+            if self._access_log is not None:
+                self._access_log.write(
+                    access_line(
+                        time.time(),
+                        METHOD,
+                        path,
+                        relay.status,
+                        finished - started,
+                        trace_id,
+                        route.name,
+                        decision.sampled,
+                        decision.reason,
+                        client_host,
+                        relay.error,
+                        relay.tally.facts(),
+                    )
+                )
 
     def _trace_response(self, trace_id: int, span_id: int, sampled: bool) -> list[tuple[bytes, bytes]]:
         if not self._settings.trace_response_header:
@@ -237,43 +263,3 @@ def _host_of(headers: list[tuple[bytes, bytes]]) -> str:
         if name == b"host":
             return value.decode("latin-1")
     return ""
-
-
-def _log_access(
-    path: str,
-    route: ActiveRoute,
-    relay: SessionRelay,
-    trace_id: int,
-    sampled: bool,
-    reason: str,
-    client_host: str | None,
-    duration: float,
-) -> None:
-    tally = relay.tally
-    access_logger.info(
-        "%s %s %s",
-        METHOD,
-        path,
-        relay.status,
-        extra={
-            "method": METHOD,
-            "path": path,
-            "status": relay.status,
-            "duration_ms": round(duration * 1000, 3),
-            "trace_id": f"{trace_id:032x}" if trace_id >> 64 else f"{trace_id:016x}",
-            "route": route.name,
-            "sampled": sampled,
-            "reason": reason,
-            "client": client_host,
-            "error": relay.error,
-            "websocket": {
-                "client_messages": tally.client_messages,
-                "client_bytes": tally.client_bytes,
-                "upstream_messages": tally.upstream_messages,
-                "upstream_bytes": tally.upstream_bytes,
-                "closed_by": tally.closed_by,
-                "close_code": tally.close_code,
-                "close_reason": tally.close_reason,
-            },
-        },
-    )

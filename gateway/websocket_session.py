@@ -112,6 +112,18 @@ class SessionTally:
         self.closed_by, self.close_code, self.close_reason = by, code, reason
         return True
 
+    def facts(self) -> dict[str, object]:
+        """The session's facts for its access line."""
+        return {
+            "client_messages": self.client_messages,
+            "client_bytes": self.client_bytes,
+            "upstream_messages": self.upstream_messages,
+            "upstream_bytes": self.upstream_bytes,
+            "closed_by": self.closed_by,
+            "close_code": self.close_code,
+            "close_reason": self.close_reason,
+        }
+
     def tags(self) -> tuple[tuple[str, str], ...]:
         tags = [
             (TAG_CLIENT_MESSAGES, str(self.client_messages)),

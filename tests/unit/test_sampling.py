@@ -451,3 +451,24 @@ def test_adaptive_survives_a_clock_stepping_back():
 def test_adaptive_rejects_bad_settings(target, floor, interval, initial, message):
     with pytest.raises(ValueError, match=message):
         AdaptiveSampler(target, floor, interval, initial, now=FakeClock())
+
+
+# Without an exporter (GATEWAY_ZIPKIN_URL empty) no new trace is sampled; a trusted parent's decision still is.
+NO_EXPORTER_CASES = [
+    pytest.param(NO_CONTEXT, Decision(False, False, "no_exporter"), id="new-trace"),
+    pytest.param(Extracted(context=PARENT, sampled=True), Decision(True, False, "trusted_parent"), id="parent-sampled"),
+    pytest.param(
+        Extracted(context=PARENT, sampled=False), Decision(False, False, "trusted_parent"), id="parent-not-sampled"
+    ),
+    pytest.param(Extracted(context=PARENT, sampled=True, debug=True), Decision(True, True, "debug"), id="debug"),
+]
+
+
+@pytest.mark.parametrize(("incoming", "expected"), NO_EXPORTER_CASES)
+def test_without_an_exporter_no_new_trace_is_sampled_and_no_cap_or_room_is_taken(incoming, expected):
+    clock = FakeClock()
+    route_cap, process_cap, reserve = TracesPerSecondCap(1, now=clock), TracesPerSecondCap(1, now=clock), Reserve()
+    decision = decide(incoming, SAMPLED_ID, RatioSampler(1.0), route_cap, process_cap, reserve, exporting=False)
+    assert decision == expected
+    assert decision.reason in (SAMPLED_REASONS if decision.sampled else NOT_SAMPLED_REASONS)
+    assert (tokens_left(route_cap), tokens_left(process_cap), reserve.calls) == (1, 1, 0)

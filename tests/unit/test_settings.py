@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.settings import Propagation, Settings, describe
+from gateway.settings import Propagation, Settings, describe, has_exporter
 
 BASE = {"GATEWAY_UPSTREAM_URL": "http://web-svc.emojivoto:80"}
 
@@ -111,3 +111,68 @@ def test_every_bad_variable_gets_its_own_line(settings_from_env):
 
 def test_an_upstream_is_required(settings_from_env):
     assert errors_of(settings_from_env) == ["GATEWAY_UPSTREAM_URL: required unless GATEWAY_ROUTES_FILE is set"]
+
+
+def test_every_setting_has_a_description_for_the_help_and_the_readme():
+    assert [name for name, info in Settings.model_fields.items() if not info.description] == []
+
+
+@pytest.mark.parametrize("variable", ["GATEWAY_PORT", "GATEWAY_ADMIN_PORT"])
+def test_a_kubernetes_service_link_in_a_port_setting_leaves_its_default(settings_from_env, variable):
+    settings = settings_from_env(**BASE, **{variable: "tcp://10.0.0.1:8080"})
+    assert (settings.port, settings.admin_port) == (8080, 9901)
+
+
+def test_a_port_that_is_neither_a_number_nor_a_service_link_is_still_an_error(settings_from_env):
+    assert errors_of(settings_from_env, **BASE, GATEWAY_PORT="tcp://gateway") == [
+        "GATEWAY_PORT: Input should be a valid integer, unable to parse string as an integer (got 'tcp://gateway')"
+    ]
+
+
+BAD_VALUES = {
+    "GATEWAY_UPSTREAM_URL": "notaurl",
+    "GATEWAY_ZIPKIN_URL": "collector:9411",
+    "GATEWAY_SAMPLE_RATE": "abc",
+    "GATEWAY_PORT": "70000",
+    "GATEWAY_TRUSTED_CIDRS": "10.0.0.0/33",
+    "GATEWAY_PROPAGATION": "jaeger",
+    "GATEWAY_UPSTREAM_CLIENT": "curl",
+    "GATEWAY_LOG_LEVEL": "loud",
+    "GATEWAY_PRESERVE_HOST": "maybe",
+    "GATEWAY_WORKERS": "0",
+}
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD_VALUES.items(), ids=BAD_VALUES)
+def test_every_error_names_the_variable_and_shows_the_value_once(settings_from_env, variable, value):
+    (line,) = errors_of(settings_from_env, **{**BASE, variable: value})
+    assert line.startswith(f"{variable}: ")
+    assert line.count(f"(got {value!r})") == 1, line
+    assert line.count("(got ") == 1, line
+
+
+def test_an_upstream_url_with_credentials_is_not_echoed(settings_from_env):
+    (line,) = errors_of(settings_from_env, GATEWAY_UPSTREAM_URL="http://user:s3cret@web:80")
+    assert "s3cret" not in line
+    assert line == "GATEWAY_UPSTREAM_URL: must not carry credentials (user:password@) (got 'http://user:***@web:80')"
+
+
+def test_has_exporter_is_the_zipkin_url(settings_from_env):
+    assert not has_exporter(settings_from_env(**BASE))
+    assert has_exporter(settings_from_env(**BASE, GATEWAY_ZIPKIN_URL="http://collector:9411/api/v2/spans"))
+
+
+def test_an_empty_variable_means_the_default(settings_from_env):
+    settings = settings_from_env(**BASE, GATEWAY_ROUTES_FILE="", GATEWAY_SAMPLE_RATE="", GATEWAY_PROPAGATION="")
+    assert (settings.routes_file, settings.sample_rate, settings.propagation) == (None, 0.5, [Propagation.B3_MULTI])
+
+
+@pytest.mark.parametrize(
+    ("value", "line"),
+    [
+        ("10.0.0.1/8", "GATEWAY_TRUSTED_CIDRS: has host bits set: the network is 10.0.0.0/8 (got '10.0.0.1/8')"),
+        ("10.0.0.0/33", "GATEWAY_TRUSTED_CIDRS: must be a network such as 10.0.0.0/8 or fd00::/8 (got '10.0.0.0/33')"),
+    ],
+)
+def test_a_bad_network_says_what_is_expected(settings_from_env, value, line):
+    assert errors_of(settings_from_env, **BASE, GATEWAY_TRUSTED_CIDRS=value) == [line]
