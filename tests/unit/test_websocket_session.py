@@ -90,6 +90,15 @@ def test_tally_counts_messages_and_bytes_each_way_and_keeps_the_first_close() ->
         TAG_CLOSE_CODE: "4001",
         TAG_CLOSE_REASON: "bye",
     }
+    assert tally.facts() == {
+        "client_messages": 2,
+        "client_bytes": 7,
+        "upstream_messages": 1,
+        "upstream_bytes": 3,
+        "closed_by": "upstream",
+        "close_code": 4001,
+        "close_reason": "bye",
+    }
 
 
 def test_tally_of_a_session_cut_off_has_no_close_code_tag() -> None:
