@@ -221,8 +221,9 @@ def test_one_decision_and_two_spans_per_session_lasting_it_with_its_tags(
         assert tags["websocket.close_code"] == "4002"
         assert tags["websocket.close_reason"] == "done"
     assert server["tags"]["http.status_code"] == "101"
-    requests = ws_gateway.metrics().value("gateway_requests_total", decision="sampled")
-    assert requests == 1
+    metrics = ws_gateway.metrics()
+    assert metrics.value("gateway_requests_total", decision="sampled") == 1
+    assert metrics.value("gateway_http_request_duration_seconds_count", status_class="1xx", method="GET") == 1
     access = [json.loads(line) for line in ws_gateway.output().splitlines() if '"websocket"' in line]
     assert [line["websocket"]["close_code"] for line in access] == [4002]
     assert access[0]["status"] == 101 and access[0]["trace_id"].rjust(32, "0") == trace_id
