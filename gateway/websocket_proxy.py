@@ -24,6 +24,7 @@ from gateway.metrics import Metrics
 from gateway.propagation import extract_context
 from gateway.propagation.b3 import format_multi, format_single
 from gateway.propagation.w3c import MALFORMED_TRACESTATE, format_traceparent, format_traceresponse
+from gateway.reporter import SpanReporter
 from gateway.request_metrics import RequestMetrics
 from gateway.routing import Routing
 from gateway.sampling import TracesPerSecondCap, decide
@@ -58,14 +59,11 @@ class WebSocketProxy:
         ids: IdGenerator,
         process_cap: TracesPerSecondCap,
         routing: Callable[[], Routing],
-        reporter: Any,
+        reporter: SpanReporter,
         access_log: AccessLogWriter | None,
         request_metrics: RequestMetrics,
         exporting: bool,
     ) -> None:
-        self._exporting = exporting  # no exporter: nothing is sampled (decide() says why)
-        self._access_log = access_log
-        self._request_metrics = request_metrics
         self._settings = settings
         self._metrics = metrics
         self._trust = trust
@@ -73,6 +71,9 @@ class WebSocketProxy:
         self._cap = process_cap
         self._routing = routing
         self._reporter = reporter
+        self._access_log = access_log
+        self._request_metrics = request_metrics
+        self._exporting = exporting  # no exporter: nothing is sampled (decide() says why)
         self._emit_single = Propagation.B3_SINGLE in settings.propagation
         self._emit_traceparent = Propagation.TRACE_CONTEXT in settings.propagation
         self._going_away = asyncio.Event()
