@@ -159,3 +159,26 @@ def test_sigterm_with_several_workers_closes_every_session_with_1001(
     assert run(sessions()) == [1001] * 4
     assert gateway.process.popen.wait(20) == 0
     assert [ws_upstream.closed(token)["code"] for token in tokens] == [1001] * 4
+
+
+def _raw_upgrade(port: int, target: str, extra: str = "") -> bytes:
+    with socket.create_connection((LOOPBACK, port), timeout=10) as client:
+        key = base64.b64encode(secrets.token_bytes(16)).decode()
+        client.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: {LOOPBACK}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n".encode()
+        )
+        return client.recv(65536)
+
+
+def test_the_request_guards_apply_to_an_upgrade_request_before_it_is_upgraded(
+    start_gateway: GatewayStarter, ws_upstream: WsUpstream
+) -> None:
+    gateway = start_gateway(upstream_url=ws_upstream.url, client_max_header_bytes=2048)
+    token = new_token()
+    assert _raw_upgrade(gateway.port, f"/public/../echo?token={token}").startswith(b"HTTP/1.1 400")
+    assert _raw_upgrade(gateway.port, f"/echo?token={token}", f"X-Big: {'a' * 4096}\r\n").startswith(b"HTTP/1.1 431")
+    assert _raw_upgrade(gateway.port, f"/echo?token={token}").startswith(b"HTTP/1.1 101")
+    # Only the third reached the upstream.
+    assert [event["type"] for event in ws_upstream.events(token)][:1] == ["handshake"]
+    assert len([event for event in ws_upstream.events(token) if event["type"] == "handshake"]) == 1
