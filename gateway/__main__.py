@@ -96,7 +96,11 @@ def _serve(settings: Settings) -> int:
         # HTTP/2 (gateway/h2_server.py), chosen once per connection by gateway/edge.py.
         http=PROTOCOL,
         timeout_keep_alive=settings.client_keepalive_timeout,
-        ws="none",
+        # WebSocket upgrades go to uvicorn's protocol on the `websockets` sans-I/O core (gateway/websocket_proxy.py):
+        # its C extension unmasks client frames, it refuses a frame whose declared length is over the limit before
+        # buffering it (close 1009), and the same library is the upstream side's client.
+        ws="websockets-sansio",
+        ws_max_size=settings.websocket_max_message_bytes,
         lifespan="on",
         # The client address must be the peer's: X-Forwarded-For from the internet must not make it trusted.
         proxy_headers=False,

@@ -8,6 +8,7 @@ DEL and the characters beyond ASCII as they are (UTF-8) where `json.dumps` wrote
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import orjson
 
@@ -28,8 +29,10 @@ def access_line(
     reason: str,
     client: str | None,
     error: str | None,
+    websocket: Mapping[str, object] | None = None,
 ) -> bytes:
-    """One line, newline included: `ts` in seconds since the epoch, `duration` in seconds."""
+    """One line, newline included: `ts` in seconds since the epoch, `duration` in seconds; a WebSocket session's
+    line has its facts (messages, bytes, how it closed) under `websocket`."""
     line = {
         "ts": round(ts, 6),
         "level": "info",
@@ -46,6 +49,8 @@ def access_line(
         "client": client,
         "error": error,
     }
+    if websocket is not None:
+        line["websocket"] = websocket
     try:
         return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError:

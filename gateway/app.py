@@ -39,6 +39,7 @@ from gateway.settings import Propagation, Settings, has_exporter
 from gateway.spans import W3C_TRACESTATE, Exchange, local_endpoint
 from gateway.threshold import NO_OT, parse_ot
 from gateway.trust import TrustedNetworks
+from gateway.websocket_proxy import WebSocketProxy
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -162,6 +163,18 @@ class Gateway:
         self._ignored_untrusted = self.metrics.trace_headers_ignored.labels("untrusted")
         self._ignored_tracestate = self.metrics.trace_headers_ignored.labels(MALFORMED_TRACESTATE)
         self._access_log = self._access_log_writer()
+        self._websockets = WebSocketProxy(
+            settings,
+            self.metrics,
+            self._trust,
+            self._ids,
+            self._cap,
+            lambda: self.routing,
+            self.reporter,
+            self._access_log,
+            self._request_metrics,
+            self._exporting,
+        )
 
     def _access_log_writer(self) -> AccessLogWriter | None:
         # A GATEWAY_LOG_LEVEL above info silences the access lines, as it did when they were `logging` records.
@@ -175,6 +188,8 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             await self._exchange(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websockets(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         else:
@@ -191,11 +206,13 @@ class Gateway:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
             if self._sighup_pending:
                 self._on_sighup()
+        self._websockets.start(handle_signals=self._handle_sighup)
         self._write_state()
         self.metrics.ready.set(1)
 
     async def shutdown(self) -> None:
         self.metrics.ready.set(0)
+        self._websockets.stop()
         if self._handle_sighup:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             # Its default action would end the process mid-shutdown.

@@ -70,6 +70,9 @@ class _Guard:
         self._connections: Gauge | None = None
         self._tasks: Gauge | None = None
         self._sweepers: dict[int, asyncio.Task[None]] = {}
+        # Upgraded (WebSocket) connections by client address: uvicorn hands them to its WebSocket protocol, out of
+        # this guard's sight, so the session's app asks for one to be cut off (`cut_off`).
+        self.upgraded: dict[tuple[str, int], asyncio.Transport] = {}
 
     def configure(self, limits: ClientLimits, metrics: Metrics | None) -> None:
         self.limits = limits
@@ -104,6 +107,9 @@ class _Guard:
             enforce = getattr(protocol, "enforce", None)
             if enforce is not None:
                 enforce(now, limits)
+        for client, transport in list(self.upgraded.items()):
+            if transport.is_closing():
+                del self.upgraded[client]
         if self._connections is not None:
             self._connections.set(len(connections))
         if self._tasks is not None:
@@ -111,6 +117,18 @@ class _Guard:
 
 
 _guard = _Guard()
+
+
+def cut_off(client: tuple[str, int] | None) -> None:
+    """Aborts the upgraded connection of ``client`` (a WebSocket's scope["client"]) and counts a send timeout.
+
+    An abort rather than a close: what is still buffered for a client that stopped reading would hold a close open
+    for as long as the client likes.
+    """
+    transport = _guard.upgraded.pop((client[0], client[1]), None) if client else None
+    if transport is not None:
+        _guard.count("send_timeout")
+        transport.abort()
 
 
 def configure(settings: Settings, metrics: Metrics | None = None) -> None:
@@ -214,6 +232,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # Content-Lengths), control characters, obs-fold, a bad request line; and the heads refused above.
         kind, status, message = self._refusal or ("invalid_request", http.HTTPStatus.BAD_REQUEST, msg)
         self._refuse(kind, status, message)
+
+    def handle_websocket_upgrade(self) -> None:
+        # uvicorn hands the transport to its WebSocket protocol and drops this one from the server's connections, so
+        # the sweep no longer applies the HTTP deadlines to it (a session may be idle for long, by design); the
+        # session's own deadlines (idle, send) are kept by gateway/websocket_proxy.py.
+        super().handle_websocket_upgrade()
+        peer = self.transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            _guard.upgraded[(str(peer[0]), int(peer[1]))] = self.transport
 
     def pause_writing(self) -> None:
         super().pause_writing()

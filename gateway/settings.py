@@ -214,6 +214,15 @@ class Settings(BaseSettings):
         0, ge=0, le=65535, description="port in the redirect's https:// Location (a Service's 443); 0 = GATEWAY_PORT"
     )
 
+    # WebSocket sessions (gateway/websocket_proxy.py): closed with 1001 after this many seconds without a message either
+    # way (pings do not count); a message above the size is refused with close 1009, on either side.
+    websocket_idle_timeout: float = Field(
+        300.0, gt=0.0, le=86400.0, description="seconds a WebSocket session may pass no message before close 1001"
+    )
+    websocket_max_message_bytes: int = Field(
+        1024 * 1024, ge=125, le=256 * 1024 * 1024, description="largest WebSocket message either way (close 1009)"
+    )
+
     shutdown_timeout: float = Field(
         20.0, gt=0.0, le=600.0, description="on SIGTERM: seconds for requests in flight, then for queued spans"
     )

@@ -113,3 +113,11 @@ def test_the_keys_come_in_the_old_order():
     ]
     assert line["msg"] == "GET /x 200"
     assert line["trace_id"] == "0000000000000001"
+
+
+def test_a_websocket_sessions_line_adds_its_facts_last_and_changes_nothing_else():
+    facts = {"client_messages": 2, "closed_by": "client", "close_code": 4000, "close_reason": "bye"}
+    plain = json.loads(access_line(1.5, "GET", "/ws", 101, 2.0, 1, "live", True, "ratio", "1.2.3.4", None))
+    session = json.loads(access_line(1.5, "GET", "/ws", 101, 2.0, 1, "live", True, "ratio", "1.2.3.4", None, facts))
+    assert list(session) == [*plain, "websocket"]
+    assert session == {**plain, "websocket": facts}

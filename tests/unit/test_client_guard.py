@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 
+from gateway import client_guard
 from gateway.client_guard import ClientLimits, raise_open_file_limit
 from gateway.settings import Settings
 
@@ -53,3 +54,37 @@ def test_lifting_a_limit_already_at_its_hardest_changes_nothing() -> None:
     if soft == hard:
         assert raise_open_file_limit() == soft
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[1] == hard
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+
+def test_cut_off_aborts_the_upgraded_connection_of_that_client_only() -> None:
+    mine, other = _FakeTransport(), _FakeTransport()
+    client_guard._guard.upgraded.update({("127.0.0.1", 4000): mine, ("127.0.0.1", 4001): other})  # type: ignore[dict-item]
+    try:
+        client_guard.cut_off(("127.0.0.1", 4000))
+        client_guard.cut_off(("127.0.0.1", 4000))  # a second call finds nothing: no double abort, no error
+        client_guard.cut_off(None)
+        assert mine.aborted and not other.aborted
+    finally:
+        client_guard._guard.upgraded.clear()
+
+
+def test_uvicorn_still_hands_upgrades_to_the_overridable_method() -> None:
+    # GuardedHttpToolsProtocol.handle_websocket_upgrade registers the upgraded transport for cut_off; if uvicorn
+    # renamed the method, sessions could no longer be cut off.
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from gateway.client_guard import GuardedHttpToolsProtocol
+
+    assert "handle_websocket_upgrade" in vars(HttpToolsProtocol)
+    assert "handle_websocket_upgrade" in vars(GuardedHttpToolsProtocol)

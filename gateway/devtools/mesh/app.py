@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -10,7 +10,7 @@ import httpx
 from py_zipkin.encoding import Span
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
 from gateway.context import IdGenerator
 from gateway.devtools.mesh import emoji, voting, web
@@ -84,7 +84,7 @@ class _Discard:
         return None
 
 
-def _routes(config: ServiceConfig, client: httpx.AsyncClient, tracer: Tracer) -> list[Route]:
+def _routes(config: ServiceConfig, client: httpx.AsyncClient, tracer: Tracer) -> Sequence[BaseRoute]:
     if config.service == EMOJI:
         return emoji.routes()
     if config.service == VOTING:

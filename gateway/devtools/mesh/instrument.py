@@ -9,7 +9,7 @@ from typing import Protocol
 
 import httpx
 from py_zipkin.encoding import Endpoint, Span
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.context import TraceContext
@@ -18,6 +18,7 @@ from gateway.propagation.b3 import extract
 from gateway.spans import local_endpoint
 
 TRACE_KEY = "mesh.trace"
+_STATUS_MESSAGES = frozenset({"http.response.start", "websocket.http.response.start"})
 
 
 class SpanSink(Protocol):
@@ -34,7 +35,7 @@ class RequestTrace:
     error: str | None = None
 
 
-def request_trace(request: Request) -> RequestTrace:
+def request_trace(request: HTTPConnection) -> RequestTrace:
     trace: RequestTrace = request.scope[TRACE_KEY]
     return trace
 
@@ -46,7 +47,7 @@ class TracingMiddleware:
         self._sink = sink
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         trace = RequestTrace(self._tracer.server_context(extract(scope["headers"])))
@@ -55,8 +56,12 @@ class TracingMiddleware:
 
         async def send_with_status(message: Message) -> None:
             nonlocal status_code
-            if message["type"] == "http.response.start":
+            if message["type"] in _STATUS_MESSAGES:
                 status_code = message["status"]
+            elif message["type"] == "websocket.accept":
+                status_code = 101
+            elif message["type"] == "websocket.close" and status_code is None:
+                status_code = 403  # refused before the handshake, as uvicorn answers it
             await send(message)
 
         start, started = time.time(), time.perf_counter()
@@ -70,7 +75,8 @@ class TracingMiddleware:
         finally:
             if self._tracer.reports(trace.context):
                 call = HttpCall(
-                    method=scope["method"],
+                    # A WebSocket session's span lasts it, from the upgrade request to the close.
+                    method=scope.get("method", "GET"),
                     path=scope["path"],
                     start=start,
                     duration=time.perf_counter() - started,
