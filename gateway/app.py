@@ -89,7 +89,11 @@ def load_route_config(settings: Settings) -> tuple[LoadedRoutes | None, Route | 
     ValueError)."""
     loaded = load_route_file(settings.routes_file) if settings.routes_file is not None else None
     default = (
-        Route(name=DEFAULT_ROUTE_NAME, upstream=parse_upstream(settings.upstream_url))
+        Route(
+            name=DEFAULT_ROUTE_NAME,
+            upstream=parse_upstream(settings.upstream_url),
+            protocol=settings.upstream_protocol,
+        )
         if settings.upstream_url
         else None
     )
