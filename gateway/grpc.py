@@ -6,6 +6,7 @@ Values in, values out (no I/O). The wire rules are those of the gRPC HTTP/2 prot
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from enum import IntEnum
@@ -30,8 +31,9 @@ RPC_SYSTEM = "rpc.system"
 RPC_SERVICE = "rpc.service"
 RPC_METHOD = "rpc.method"
 RPC_STATUS_CODE = "rpc.grpc.status_code"
-MESSAGES_SENT = "rpc.grpc.request_messages"
-MESSAGES_RECEIVED = "rpc.grpc.response_messages"
+# Not OpenTelemetry names (it records messages as events): the gateway's own counts, one tag per direction.
+REQUEST_MESSAGES = "grpc.request_messages"
+RESPONSE_MESSAGES = "grpc.response_messages"
 
 
 class Status(IntEnum):
@@ -94,7 +96,7 @@ def parse_timeout(value: bytes) -> float | None:
 
 def format_timeout(seconds: float) -> bytes:
     """A ``grpc-timeout`` value for ``seconds`` (at least 1 ns), in the finest unit that fits 8 digits."""
-    nanoseconds = max(1, int(seconds * 1e9))
+    nanoseconds = max(1, math.ceil(seconds * 1e9))
     for unit, per in ((b"n", 1), (b"u", 1_000), (b"m", 1_000_000), (b"S", 10**9), (b"M", 60 * 10**9)):
         # Rounded up, so that the upstream never gets more time than is left.
         amount = -(-nanoseconds // per)
@@ -122,6 +124,20 @@ def parse_status(value: bytes | None) -> int | None:
 def status_for_http(status_code: int) -> Status:
     """The gRPC status a client derives from an HTTP status that is not 200."""
     return _HTTP_TO_GRPC.get(status_code, Status.UNKNOWN)
+
+
+# How a stream reset maps to the status a client sees (PROTOCOL-HTTP2.md, "Errors"); any other code is INTERNAL.
+_RESET_TO_GRPC = {
+    0x7: Status.UNAVAILABLE,
+    0x8: Status.CANCELLED,
+    0xB: Status.RESOURCE_EXHAUSTED,
+    0xC: Status.PERMISSION_DENIED,
+}
+
+
+def status_for_reset(error_code: int) -> Status:
+    """The gRPC status of a call whose stream the peer reset with this HTTP/2 error code."""
+    return _RESET_TO_GRPC.get(error_code, Status.INTERNAL)
 
 
 def encode_message(text: str) -> bytes:

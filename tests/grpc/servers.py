@@ -20,6 +20,7 @@ class Seen:
     """What the server saw: each call's metadata, and which calls ended by cancellation."""
 
     metadata: list[dict[str, str | bytes]] = field(default_factory=list)
+    time_remaining: list[float | None] = field(default_factory=list)  # each call's deadline as the server saw it
     cancelled: threading.Event = field(default_factory=threading.Event)
     started: threading.Event = field(default_factory=threading.Event)
 
@@ -55,6 +56,7 @@ class EchoServer:
 
     def _record(self, context: grpc.ServicerContext) -> None:
         self.seen.metadata.append(dict(context.invocation_metadata()))
+        self.seen.time_remaining.append(context.time_remaining())
 
     def _unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         self._record(context)
