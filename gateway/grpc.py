@@ -15,7 +15,6 @@ CONTENT_TYPE = b"content-type"
 GRPC_TIMEOUT = b"grpc-timeout"
 GRPC_STATUS = b"grpc-status"
 GRPC_MESSAGE = b"grpc-message"
-TE_TRAILERS = (b"te", b"trailers")
 GRPC_CONTENT_TYPE = b"application/grpc"
 # The content types a gRPC call comes with ("application/grpc" [("+proto" / "+json" / {custom})], PROTOCOL-HTTP2.md);
 # gRPC-Web (application/grpc-web*) is a different protocol and is not recognised.

@@ -21,7 +21,6 @@ from gateway.grpc import (
     GRPC_TIMEOUT,
     REQUEST_MESSAGES,
     RESPONSE_MESSAGES,
-    TE_TRAILERS,
     MessageCounter,
     MethodName,
     Status,
@@ -115,7 +114,6 @@ class GrpcCalls:
         deadline = self._deadline(request_headers)
         begun = host.start_trace(scope, route, request_headers, client_host)
         outgoing = [item for item in begun.outgoing if item[0] != GRPC_TIMEOUT]
-        outgoing.append(TE_TRAILERS)
         method = parse_method(path)
         call = _Call(send, begun.trace_response)
         client_started, client_started_wall = time.perf_counter(), time.time()

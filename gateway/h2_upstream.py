@@ -27,6 +27,7 @@ _READ_CHUNK = 64 * 1024
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _HOST = b"host"
 _TE = b"te"
+_TE_TRAILERS = (_TE, b"trailers")
 _END = object()  # put on a stream's queue after its last data
 
 
@@ -194,11 +195,10 @@ class _Connection:
         for name, value in headers:
             if name == _HOST:
                 authority = value
-            elif name == _TE:
-                if value.lower() == b"trailers":
-                    fields.append((name, b"trailers"))
-            elif name not in _CONNECTION_SPECIFIC:
+            elif name != _TE and name not in _CONNECTION_SPECIFIC:
                 fields.append((name, value))
+        # The gateway reads trailers, and gRPC servers refuse a call without this (PROTOCOL-HTTP2.md, "TE").
+        fields.append(_TE_TRAILERS)
         pseudo = [
             (b":method", method.encode()),
             (b":scheme", b"http"),

@@ -210,3 +210,13 @@ async def test_upstream_dying_mid_stream_ends_the_call_with_an_error_status(
         await asyncio.wait_for(task, 30)
     assert call.trailers is not None and call.trailers[b"grpc-status"] not in (b"0", None)
     assert _tags(app)["rpc.grpc.status_code"] != "0"
+
+
+async def test_plain_http_to_an_h2c_route_goes_upstream_over_http2(gateway: GatewayFactory) -> None:
+    async with gateway() as app:
+        call = AsgiCall(app, "Unary")
+        call.scope["http_version"] = "1.1"  # not a gRPC call here: the plain HTTP flow, over the h2c upstream
+        del call.scope["extensions"]
+        await call.run(b"plain")
+    assert call.sent[0]["status"] == 200 and call.body == frame(b"plain")
+    assert "trailers" not in call.sent[0] and dict(_span(app).tags) == {}
