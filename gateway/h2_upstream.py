@@ -23,6 +23,8 @@ import h2.settings
 from gateway.proxy import UpstreamError, UpstreamRequest, UpstreamTimeout, UpstreamUnreachable
 
 _READ_CHUNK = 64 * 1024
+_STREAM_WINDOW = 1024 * 1024
+_CONNECTION_WINDOW = 8 * 1024 * 1024
 # Connection-specific header fields an HTTP/2 request must not carry (RFC 9113 8.2.2).
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _HOST = b"host"
@@ -178,9 +180,16 @@ class _Connection:
             raise UpstreamUnreachable("upstream unreachable") from exc
         self._authority = (f"[{host}]" if ":" in host else host).encode() + b":%d" % port
         self._h2.local_settings = h2.settings.Settings(
-            client=True, initial_values={h2.settings.SettingCodes.ENABLE_PUSH: 0}
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
+            },
         )
         self._h2.initiate_connection()
+        # HTTP/2's 64 KiB default windows would cap a large message at a window per round trip. What one connection
+        # may have unread stays bounded all the same: by these windows, as the caller reads.
+        self._h2.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
         self._flush()
         self._connected = True
         self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
