@@ -34,9 +34,9 @@ def _identity(value: bytes) -> bytes:
 
 
 class EchoServer:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.seen = Seen()
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=UNLIMITED)
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=UNLIMITED)
         handlers = {
             "Unary": grpc.unary_unary_rpc_method_handler(self._unary, _identity, _identity),
             "Collect": grpc.stream_unary_rpc_method_handler(self._collect, _identity, _identity),
@@ -45,7 +45,7 @@ class EchoServer:
             "Hang": grpc.unary_unary_rpc_method_handler(self._hang, _identity, _identity),
         }
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self.port = self._server.add_insecure_port(f"127.0.0.1:{port}")
 
     def start(self) -> EchoServer:
         self._server.start()
@@ -88,10 +88,11 @@ class EchoServer:
 
     def _hang(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         self._record(context)
+        ended = threading.Event()
+        context.add_callback(ended.set)  # called when the call ends: here, only by cancellation
         self.seen.started.set()
-        done = threading.Event()
-        context.add_callback(lambda: self.seen.cancelled.set() if not done.is_set() else None)
         # Until the call is cancelled, or a bound well past every test's deadline.
-        self.seen.cancelled.wait(30)
-        done.set()
+        ended.wait(30)
+        if not context.is_active():
+            self.seen.cancelled.set()
         return request
