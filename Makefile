@@ -32,8 +32,9 @@ test: $(STAMP) lint typecheck
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)
-	tools/ensure-debian-packages.sh nginx:nginx wrk:wrk taskset:util-linux
+	tools/ensure-debian-packages.sh nginx:nginx wrk:wrk taskset:util-linux h2load:nghttp2-client
 	$(PY) bench/run.py
+	$(PY) bench/grpc_bench.py
 
 # Tracing's cost in instructions per request under callgrind: the figure this machine's noise cannot move
 # (bench/instructions.py). make bench-instructions INSTRUCTIONS_ARGS="--keep /tmp/cg" lists where they go.
