@@ -62,7 +62,8 @@ def serve(settings: Settings) -> int:
 def _serve(settings: Settings) -> int:
     import uvicorn
 
-    from gateway.client_guard import PROTOCOL, raise_open_file_limit
+    from gateway.client_guard import raise_open_file_limit
+    from gateway.edge import PROTOCOL
     from gateway.logs import logging_config
 
     log_config = logging_config(settings.log_level)
@@ -81,7 +82,8 @@ def _serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        # httptools, with a bounded request head and deadlines for slow clients (gateway/client_guard.py).
+        # HTTP/1.1 (httptools, with a bounded request head and deadlines for slow clients: gateway/client_guard.py) or
+        # HTTP/2 (gateway/h2_server.py), chosen once per connection by gateway/edge.py.
         http=PROTOCOL,
         timeout_keep_alive=settings.client_keepalive_timeout,
         ws="none",
@@ -126,12 +128,14 @@ def _serve_workers(settings: Settings, options: dict[str, Any]) -> int:
 
 def create_worker_app(settings: Settings | None = None) -> Gateway:
     """The app of one worker process, with everything loaded so far kept out of the garbage collector's way."""
+    from gateway import edge
     from gateway.app import create_app
     from gateway.client_guard import configure
 
     state_dir = os.environ.get(STATE_DIR_ENV)
     app = create_app(settings, handle_sighup=True, state_dir=Path(state_dir) if state_dir else None)
     configure(app.settings, app.metrics)
+    edge.configure(app.settings, app.metrics)
     # Every import and the app itself live as long as the process. Frozen, they are not traversed by each full
     # collection, which otherwise stalls the event loop for milliseconds and shows in the p99 latency.
     gc.collect()

@@ -100,8 +100,10 @@ class _Guard:
     def sweep(self, connections: Set[Any], now: float) -> None:
         limits = self.limits
         for protocol in list(connections):
-            if isinstance(protocol, GuardedHttpToolsProtocol):
-                protocol.enforce(now, limits)
+            # GuardedHttpToolsProtocol, and gateway/h2_server.py's Http2Protocol.
+            enforce = getattr(protocol, "enforce", None)
+            if enforce is not None:
+                enforce(now, limits)
         if self._connections is not None:
             self._connections.set(len(connections))
         if self._tasks is not None:
@@ -114,6 +116,20 @@ _guard = _Guard()
 def configure(settings: Settings, metrics: Metrics | None = None) -> None:
     """Sets this process's limits (each worker calls it when it builds its app) and where to count refusals."""
     _guard.configure(ClientLimits.from_settings(settings), metrics)
+
+
+def watch_connections(connections: Set[Any], loop: asyncio.AbstractEventLoop) -> None:
+    """Starts this server's sweep (once): any connection with an `enforce(now, limits)` method is swept."""
+    _guard.watch(connections, loop)
+
+
+def current_limits() -> ClientLimits:
+    return _guard.limits
+
+
+def count_refusal(kind: str) -> None:
+    """Counts a client refused or cut off under `kind` (one of metrics.CLIENT_ERROR_KINDS), for the other protocols."""
+    _guard.count(kind)
 
 
 class _Refused(Exception):

@@ -20,7 +20,12 @@ CLIENT_ERROR_KINDS = (
     "header_timeout",
     "body_timeout",
     "send_timeout",
+    # HTTP/2 (gateway/h2_server.py): a frame or stream the protocol forbids; too many resets, pings or settings.
+    "protocol_error",
+    "flood",
 )
+CLIENT_PROTOCOLS = ("http1", "h2")
+HTTP2_RESETS_BY = ("client", "gateway")
 IGNORED_HEADER_REASONS = ("untrusted", *INVALID_REASONS)
 ROUTE_RELOAD_OUTCOMES = ("ok", "unchanged", "rejected")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -83,6 +88,14 @@ class Metrics:
         self.client_connections = Gauge(
             "gateway_client_connections", "Open client connections.", registry=reg, multiprocess_mode="livesum"
         )
+        # HTTP/2 and the connection dispatcher (gateway/edge.py, gateway/h2_server.py).
+        self.client_protocol_connections = Counter(
+            "gateway_client_protocol_connections", "Client connections opened, by protocol.", ["protocol"], registry=reg
+        )
+        self.http2_streams = Counter("gateway_http2_streams", "HTTP/2 streams opened by clients.", registry=reg)
+        self.http2_resets = Counter(
+            "gateway_http2_resets", "HTTP/2 streams reset, by who reset them.", ["by"], registry=reg
+        )
         self.event_loop_tasks = Gauge(
             "gateway_event_loop_tasks", "asyncio tasks alive in the workers.", registry=reg, multiprocess_mode="livesum"
         )
@@ -127,6 +140,10 @@ class Metrics:
             self.upstream_errors.labels(kind)
         for kind in CLIENT_ERROR_KINDS:
             self.client_errors.labels(kind)
+        for protocol in CLIENT_PROTOCOLS:
+            self.client_protocol_connections.labels(protocol)
+        for by in HTTP2_RESETS_BY:
+            self.http2_resets.labels(by)
         for outcome in ("ok", "retried", "failed"):
             self.span_batches.labels(outcome)
         for decision in ("sampled", "not_sampled"):

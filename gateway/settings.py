@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     client_send_timeout: float = Field(30.0, gt=0.0, le=3600.0)
     client_keepalive_timeout: float = Field(5.0, gt=0.0, le=3600.0)
     client_max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # HTTP/2 from clients (gateway/h2_server.py): streams one client connection may have open at once.
+    http2_max_concurrent_streams: int = Field(100, ge=1, le=10_000)
 
     sample_rate: float = Field(0.5, ge=0.0, le=1.0)
     max_traces_per_second: float = Field(0.0, ge=0.0)
