@@ -12,10 +12,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import IO
 
@@ -26,6 +28,7 @@ from gateway.devtools.mesh.tracing import Misbehaviour
 HOST = "127.0.0.1"
 COLLECTOR, WEB, EMOJI, VOTING, GATEWAY, BOT = "collector", "web", "emoji", "voting", "gateway", "vote-bot"
 ADMIN = "gateway admin"
+EMOJI_GRPC = "emoji-grpc"  # emojivoto's EmojiService over gRPC, behind the gateway's h2c route
 MESH_SERVICES = (WEB, EMOJI, VOTING)
 # (what listens, its environment variable, its default port)
 PORTS = (
@@ -35,7 +38,16 @@ PORTS = (
     (WEB, "DEMO_WEB_PORT", 8081),
     (EMOJI, "DEMO_EMOJI_PORT", 8082),
     (VOTING, "DEMO_VOTING_PORT", 8083),
+    (EMOJI_GRPC, "DEMO_EMOJI_GRPC_PORT", 8084),
 )
+# The gateway's route file: gRPC calls to EmojiService go to emoji-grpc over h2c, the rest to web.
+_DEMO_ROUTES = """\
+routes:
+  - name: emojivoto-grpc
+    path_prefix: /emojivoto.v1.EmojiService
+    upstream: {upstream}
+    protocol: h2c
+"""
 SAMPLE_RATE_ENV = "GATEWAY_SAMPLE_RATE"
 DEFAULT_SAMPLE_RATE = "0.5"
 BOT_ENV = "DEMO_BOT"
@@ -78,6 +90,7 @@ class Plan:
     sample_rate: str
     bot: bool
     misbehaviour: Mapping[str, Misbehaviour]
+    files: Mapping[Path, str] = field(default_factory=dict)  # written before anything starts
 
     def url(self, name: str, path: str = "/") -> str:
         return _url(self.ports, name) + path
@@ -92,11 +105,15 @@ def make_plan(environ: Mapping[str, str], python: str = sys.executable) -> Plan:
     services = tuple(
         _service(name, ports, misbehaviour.get(name, Misbehaviour.NONE), python) for name in (EMOJI, VOTING, WEB)
     )
-    stages = [(_collector(ports, python),), services, (_gateway(ports, sample_rate, environ, python),)]
+    routes = Path(tempfile.gettempdir()) / f"ingress-gateway-demo-{ports[GATEWAY]}" / "routes.yaml"
+    gateway = _gateway(ports, sample_rate, environ, python)
+    gateway = Child(gateway.name, gateway.args, {**gateway.env, "GATEWAY_ROUTES_FILE": str(routes)}, gateway.ready_url)
+    stages = [(_collector(ports, python),), (*services, _grpc_service(ports, python)), (gateway,)]
     if bot:
         interval = _positive(BOT_INTERVAL_ENV, environ.get(BOT_INTERVAL_ENV) or str(DEFAULT_BOT_INTERVAL))
         stages.append((_bot(ports, interval, python),))
-    return Plan(tuple(stages), ports, sample_rate, bot, misbehaviour)
+    files = {routes: _DEMO_ROUTES.format(upstream=_url(ports, EMOJI_GRPC))}
+    return Plan(tuple(stages), ports, sample_rate, bot, misbehaviour, files)
 
 
 def banner(plan: Plan) -> str:
@@ -107,6 +124,8 @@ def banner(plan: Plan) -> str:
         f"  the app, through the gateway   {plan.url(GATEWAY)}",
         f"  the trace page (collector)     {plan.url(COLLECTOR)}",
         f"  the gateway's metrics          {plan.url(ADMIN, '/metrics')}   (also /live and /ready)",
+        f"  gRPC (h2c), EmojiService       {plan.url(GATEWAY, '')}   e.g. grpcurl-style calls to "
+        "/emojivoto.v1.EmojiService/ListAll",
         f"demo: the gateway samples {share} of requests ({SAMPLE_RATE_ENV}={plan.sample_rate}) and web, emoji and "
         "voting honour its decision: a sampled request is one complete trace, an unsampled one leaves no span; "
         f"{bot}. Ctrl-C stops everything.",
@@ -157,6 +176,9 @@ class Supervisor:
 
     def _start(self) -> int | None:
         """None once everything is ready; else the exit status (0 when a signal came during startup)."""
+        for path, text in self._plan.files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
         names = ", ".join(child.name for stage in self._plan.stages for child in stage)
         self._say(f"demo: starting {names} on {HOST}; their output follows, prefixed with their name")
         for stage in self._plan.stages:
@@ -259,6 +281,14 @@ def _service(name: str, ports: Mapping[str, int], misbehaviour: Misbehaviour, py
         *(("--emoji-url", _url(ports, EMOJI), "--voting-url", _url(ports, VOTING)) if name == WEB else ()),
     )
     return Child(name, args, _UNBUFFERED, port=ports[name])
+
+
+def _grpc_service(ports: Mapping[str, int], python: str) -> Child:
+    args = (
+        *(python, "-m", "gateway.devtools.mesh", EMOJI_GRPC, "--host", HOST, "--port", str(ports[EMOJI_GRPC])),
+        *("--zipkin-url", _spans_url(ports)),
+    )
+    return Child(EMOJI_GRPC, args, _UNBUFFERED, port=ports[EMOJI_GRPC])
 
 
 def _gateway(ports: Mapping[str, int], sample_rate: str, environ: Mapping[str, str], python: str) -> Child:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.demo import BOT, COLLECTOR, EMOJI, GATEWAY, VOTING, WEB, DemoError, Plan, banner, make_plan
+from gateway.demo import BOT, COLLECTOR, EMOJI, EMOJI_GRPC, GATEWAY, VOTING, WEB, DemoError, Plan, banner, make_plan
 from gateway.devtools.mesh.tracing import Misbehaviour
 
 PYTHON = "/venv/bin/python"
@@ -23,7 +23,7 @@ def test_defaults_start_everything_in_order_on_the_usual_ports():
 
     assert [[child.name for child in stage] for stage in plan.stages] == [
         [COLLECTOR],
-        [EMOJI, VOTING, WEB],
+        [EMOJI, VOTING, WEB, EMOJI_GRPC],
         [GATEWAY],
         [BOT],
     ]
@@ -34,8 +34,10 @@ def test_defaults_start_everything_in_order_on_the_usual_ports():
         "web": 8081,
         "emoji": 8082,
         "voting": 8083,
+        "emoji-grpc": 8084,
     }
     [gateway] = plan.stages[2]
+    (routes,) = plan.files
     assert gateway.args == (PYTHON, "-m", "gateway")
     assert gateway.ready_url == "http://127.0.0.1:9901/ready"
     assert {key: gateway.env[key] for key in gateway.env if key.startswith("GATEWAY_")} == {
@@ -46,7 +48,12 @@ def test_defaults_start_everything_in_order_on_the_usual_ports():
         "GATEWAY_ZIPKIN_URL": "http://127.0.0.1:9411/api/v2/spans",
         "GATEWAY_SAMPLE_RATE": "0.5",
         "GATEWAY_ACCESS_LOG": "false",
+        "GATEWAY_ROUTES_FILE": str(routes),
     }
+    # gRPC calls to EmojiService go to emoji-grpc over h2c; the route file is written before anything starts.
+    assert "path_prefix: /emojivoto.v1.EmojiService" in plan.files[routes]
+    assert "upstream: http://127.0.0.1:8084\n    protocol: h2c" in plan.files[routes]
+    assert option(children(plan)[EMOJI_GRPC], "--zipkin-url") == "http://127.0.0.1:9411/api/v2/spans"
     web = children(plan)[WEB]
     assert option(web, "--emoji-url") == "http://127.0.0.1:8082"
     assert option(web, "--voting-url") == "http://127.0.0.1:8083"
