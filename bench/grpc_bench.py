@@ -27,7 +27,7 @@ from statistics import median
 from tempfile import TemporaryDirectory
 
 from services import LOOPBACK, Service, ServiceError, free_port, start
-from targets import GATEWAY_SCRIPT, SPANS_PATH, start_sink
+from targets import GATEWAY_SCRIPT, NGINX_COMMON, SPANS_PATH, start_sink
 
 NGINX_GRPC = "nginx-grpc"
 GATEWAY_RATES = {"gateway-0.0": 0.0, "gateway-1.0": 1.0}
@@ -36,26 +36,12 @@ REPLY = b"Hello, World!"
 _REQ_PER_SECOND = re.compile(r"finished in [^,]+, ([0-9.]+) req/s")
 _SUCCEEDED = re.compile(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded")
 
-_NGINX = """\
-daemon off;
-master_process on;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log stderr warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    keepalive_requests 1000000;
+# One server block inside bench/targets.py's NGINX_COMMON, HTTP/2 in cleartext (h2c, prior knowledge).
+_SERVER = """\
     http2_max_concurrent_streams 1000;
     server {{
         listen {host}:{port} http2;
 {body}    }}
-}}
 """
 # nginx refuses POST to a static file (405); error_page turns that into the file itself with a 200.
 _UPSTREAM_BODY = """\
@@ -124,7 +110,7 @@ def _nginx(stack: ExitStack, name: str, workdir: Path, cpus: list[int], body: st
     prefix.mkdir()
     port = free_port()
     conf = prefix / "nginx.conf"
-    conf.write_text(_NGINX.format(prefix=prefix, host=LOOPBACK, port=port, body=body))
+    conf.write_text(NGINX_COMMON.format(prefix=prefix, body=_SERVER.format(host=LOOPBACK, port=port, body=body)))
     return start(
         stack,
         name,

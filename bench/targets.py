@@ -23,7 +23,7 @@ GATEWAY_ENV_PREFIX = "GATEWAY_"
 
 # Shared by both nginx configs. Debian's nginx has absolute compiled-in temp and log paths, so every
 # one is set under the prefix; keepalive_requests is raised from 1000 so that no run reconnects midway.
-_NGINX_COMMON = """\
+NGINX_COMMON = """\
 daemon off;
 master_process on;
 worker_processes 1;
@@ -70,12 +70,12 @@ _PROXY_SERVER = """\
 
 def upstream_config(prefix: Path, root: Path, port: int) -> str:
     body = _UPSTREAM_SERVER.format(host=LOOPBACK, port=port, root=root)
-    return _NGINX_COMMON.format(prefix=prefix, body=body)
+    return NGINX_COMMON.format(prefix=prefix, body=body)
 
 
 def proxy_config(prefix: Path, upstream_port: int, port: int) -> str:
     body = _PROXY_SERVER.format(host=LOOPBACK, port=port, upstream=f"{LOOPBACK}:{upstream_port}")
-    return _NGINX_COMMON.format(prefix=prefix, body=body)
+    return NGINX_COMMON.format(prefix=prefix, body=body)
 
 
 def gateway_env(
