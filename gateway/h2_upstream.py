@@ -124,11 +124,14 @@ class H2Response:
     async def body(self) -> AsyncIterator[bytes]:
         stream = self._stream
         while True:
-            try:
-                async with asyncio.timeout(self._timeout):
-                    item = await stream.data.get()
-            except TimeoutError:
-                raise UpstreamTimeout("upstream timed out") from None
+            if stream.data.empty():
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        item = await stream.data.get()
+                except TimeoutError:
+                    raise UpstreamTimeout("upstream timed out") from None
+            else:
+                item = stream.data.get_nowait()  # no timer for what has already arrived
             if item is _END:
                 self.trailers = stream.trailers
                 return
@@ -170,6 +173,7 @@ class _Connection:
         self._reader_task: asyncio.Task[None] | None = None
         self._authority = b""
         self._connected = False
+        self._flush_scheduled = False
         self.usable = True
 
     async def connect(self, host: str, port: int) -> None:
@@ -232,9 +236,13 @@ class _Connection:
                 while view:
                     size = await self._send_window(stream, len(view))
                     self._h2.send_data(stream.id, view[:size].tobytes())
-                    self._flush()
                     view = view[size:]
-                    await self._drain()
+                    if view or len(chunk) >= _READ_CHUNK:
+                        # A large body goes out at once, and waits while the socket's buffer is full.
+                        self._write_out()
+                        await self._drain()
+                    else:
+                        self._flush()
             if stream.id in self._streams:
                 self._h2.end_stream(stream.id)
                 self._flush()
@@ -278,7 +286,7 @@ class _Connection:
         if self._writer is not None:
             try:
                 self._h2.close_connection()
-                self._flush()
+                self._write_out()
             except h2.exceptions.ProtocolError:
                 pass
             self._writer.close()
@@ -298,6 +306,14 @@ class _Connection:
             await self._writer.drain()
 
     def _flush(self) -> None:
+        """Sends what h2 has queued once this turn of the event loop is over: every stream's frames of one turn
+        go out in one write (one system call, where a write per frame cost most of a call's time)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._write_out)
+
+    def _write_out(self) -> None:
+        self._flush_scheduled = False
         data = self._h2.data_to_send()
         if data and self._writer is not None and not self._writer.is_closing():
             self._writer.write(data)
