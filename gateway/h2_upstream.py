@@ -10,6 +10,7 @@ its own stream. Closing a response before its end resets the stream with CANCEL 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
@@ -174,6 +175,7 @@ class _Connection:
         self._authority = b""
         self._connected = False
         self._flush_scheduled = False
+        self._settled = asyncio.Event()  # the upstream's first SETTINGS arrived (or the connection ended)
         self.usable = True
 
     async def connect(self, host: str, port: int) -> None:
@@ -195,8 +197,13 @@ class _Connection:
         # may have unread stays bounded all the same: by these windows, as the caller reads.
         self._h2.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
         self._flush()
-        self._connected = True
         self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
+        # Streams open only once the upstream's SETTINGS are in: its SETTINGS_MAX_CONCURRENT_STREAMS binds from the
+        # start, where streams opened before it could be refused (the caller's timeout bounds the wait).
+        await self._settled.wait()
+        if not self.usable:
+            raise UpstreamUnreachable("upstream closed the connection before its HTTP/2 settings")
+        self._connected = True
 
     def has_room(self) -> bool:
         peer_limit = self._h2.remote_settings.max_concurrent_streams
@@ -290,6 +297,8 @@ class _Connection:
             except h2.exceptions.ProtocolError:
                 pass
             self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
 
     async def _send_window(self, stream: _Stream, wanted: int) -> int:
         while True:
@@ -333,6 +342,7 @@ class _Connection:
         except OSError as exc:
             error = UpstreamError(f"upstream connection failed: {type(exc).__name__}")
         self.usable = False
+        self._settled.set()
         for stream in list(self._streams.values()):
             self._fail(stream, error)
         if self._writer is not None:
@@ -340,6 +350,7 @@ class _Connection:
 
     def _handle(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            self._settled.set()
             # A connection-level update (stream id 0) or new initial window may open any stream.
             for waiting in self._streams.values():
                 waiting.window.set()
