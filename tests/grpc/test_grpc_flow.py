@@ -220,3 +220,27 @@ async def test_plain_http_to_an_h2c_route_goes_upstream_over_http2(gateway: Gate
         await call.run(b"plain")
     assert call.sent[0]["status"] == 200 and call.body == frame(b"plain")
     assert "trailers" not in call.sent[0] and dict(_span(app).tags) == {}
+
+
+async def test_traceparent_goes_upstream_as_metadata_when_configured(
+    gateway: GatewayFactory, echo_server: EchoServer
+) -> None:
+    async with gateway(propagation="b3multi,tracecontext") as app:
+        await AsgiCall(app, "Unary").run(b"x")
+    span = _span(app)
+    seen = echo_server.seen.metadata[0]
+    assert seen["traceparent"] == f"00-{span.trace_id:032x}-{span.client_span_id:016x}-01"
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_a_clients_trace_is_joined_only_when_trusted(
+    gateway: GatewayFactory, echo_server: EchoServer, trusted: bool
+) -> None:
+    forged = [(b"x-b3-traceid", b"0af7651916cd43dd8448eb211c80319c"), (b"x-b3-spanid", b"b7ad6b7169203331")]
+    trust = {"trust_incoming_trace": True, "trusted_cidrs": ["127.0.0.1/32"]} if trusted else {}
+    async with gateway(**trust) as app:
+        await AsgiCall(app, "Unary", forged).run(b"x")
+    span = _span(app)
+    joined = span.trace_id == 0x0AF7651916CD43DD8448EB211C80319C and span.parent_id == 0xB7AD6B7169203331
+    assert joined is trusted
+    assert echo_server.seen.metadata[0]["x-b3-traceid"] == f"{span.trace_id:032x}"
