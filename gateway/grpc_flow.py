@@ -8,37 +8,28 @@ last the whole call and carry OpenTelemetry's RPC tags and the messages counted 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
-from gateway.forwarding import downstream_response_headers
 from gateway.grpc import (
     CONTENT_TYPE,
-    GRPC_STATUS,
     GRPC_TIMEOUT,
     REQUEST_MESSAGES,
     RESPONSE_MESSAGES,
-    MessageCounter,
     MethodName,
     Status,
-    error_headers,
-    format_timeout,
     header,
     is_call,
     parse_method,
-    parse_status,
     parse_timeout,
     rpc_tags,
-    status_for_http,
-    status_for_reset,
 )
-from gateway.h2_upstream import UpstreamReset
+from gateway.grpc_call import Call, status_name, trailers_only
 from gateway.logs import ACCESS_LOGGER
 from gateway.metrics import Metrics
-from gateway.proxy import Upstream, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamTimeout
+from gateway.proxy import Upstream, UpstreamRequest
 from gateway.reporter import SpanReporter
 from gateway.routing import ActiveRoute, Routing
 from gateway.spans import Exchange
@@ -50,14 +41,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 TRAILERS_EXTENSION = "http.response.trailers"
-TRACE_RESPONSE = b"traceresponse"
 HOST = b"host"
-# A gRPC call to a route whose upstream speaks HTTP/1.1 cannot be carried (no trailers): the route does not serve
-# gRPC, which is what UNIMPLEMENTED tells a client (doc/statuscodes.md: "not implemented or not supported").
+# A call no route serves, or whose route's upstream speaks HTTP/1.1 (which cannot carry trailers): gRPC is not served
+# there, which is what UNIMPLEMENTED tells a client (doc/statuscodes.md: "not implemented or not supported").
 NOT_GRPC_ROUTE = Status.UNIMPLEMENTED
-_END = object()
-# The share of a deadline by which the client's own timer, started before the call reached the gateway, may be ahead.
-_DEADLINE_SLACK = 0.02
 
 access_logger = logging.getLogger(ACCESS_LOGGER)
 
@@ -107,15 +94,15 @@ class GrpcCalls:
             if route is None:
                 self._no_route.inc()
             message = "no route for this host and path" if route is None else f"route {route.name!r} is not h2c"
-            await _trailers_only(send, Status.UNIMPLEMENTED, message, host.unrouted_trace_response())
-            self._calls.labels(route.name if route else "", "200", Status.UNIMPLEMENTED.name).inc()
+            await trailers_only(send, NOT_GRPC_ROUTE, message, host.unrouted_trace_response())
+            self._calls.labels(route.name if route else "", "200", NOT_GRPC_ROUTE.name).inc()
             return
 
         deadline = self._deadline(request_headers)
         begun = host.start_trace(scope, route, request_headers, client_host)
         outgoing = [item for item in begun.outgoing if item[0] != GRPC_TIMEOUT]
         method = parse_method(path)
-        call = _Call(send, begun.trace_response)
+        call = Call(send, begun.trace_response)
         client_started, client_started_wall = time.perf_counter(), time.time()
         try:
             await call.run(
@@ -177,14 +164,13 @@ class GrpcCalls:
         self,
         route: ActiveRoute,
         begun: TraceStart,
-        call: _Call,
+        call: Call,
         method: MethodName | None,
         scope: Scope,
         client_host: str | None,
         client: Any,
     ) -> None:
-        status_name = _status_name(call.status)
-        self._calls.labels(route.name, str(call.http_status), status_name).inc()
+        self._calls.labels(route.name, str(call.http_status), status_name(call.status)).inc()
         if call.error_kind is not None:
             self._host.metrics.upstream_errors.labels(call.error_kind).inc()
         if self._access_log:
@@ -207,172 +193,6 @@ class GrpcCalls:
                     "error": call.error,
                 },
             )
-
-
-class _Call:
-    """One call relayed both ways, with what happened recorded for spans, metrics and the access log."""
-
-    def __init__(self, send: Send, trace_response: list[tuple[bytes, bytes]]) -> None:
-        self._send = send
-        self._trace_response = trace_response
-        self._started = False  # whether the client has had the response start
-        self._ended = False  # whether the client has had the whole response
-        self.http_status: int | None = None
-        self.upstream_http_status: int | None = None
-        self.status: int | None = None
-        self.error: str | None = None
-        self.error_kind: str | None = None
-        self.upstream_finished: float | None = None
-        self.request_messages = MessageCounter()
-        self.response_messages = MessageCounter()
-
-    async def run(self, upstream: Upstream, request: UpstreamRequest, receive: Receive, deadline: float | None) -> None:
-        started = time.perf_counter()
-        client = _ClientSide(receive, self.request_messages)
-        request.body = client.body()
-        if deadline is not None:
-            # The upstream gets what is left of the client's deadline, never more (gRPC deadline propagation).
-            request.headers.append((GRPC_TIMEOUT, format_timeout(deadline)))
-        watcher = asyncio.get_running_loop().create_task(client.watch(asyncio.current_task()))
-        try:
-            async with asyncio.timeout(deadline):
-                await self._relay(upstream, request)
-        except TimeoutError:
-            await self._fail(Status.DEADLINE_EXCEEDED, "deadline exceeded at the gateway", "timeout")
-        except UpstreamReset as exc:
-            await self._fail(status_for_reset(exc.error_code), str(exc), exc.kind)
-        except UpstreamTimeout as exc:
-            await self._fail(Status.DEADLINE_EXCEEDED, str(exc), exc.kind)
-        except UpstreamError as exc:
-            await self._fail(Status.UNAVAILABLE, str(exc), exc.kind)
-        except asyncio.CancelledError:
-            if not client.disconnected:
-                raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            # The client reset its stream: nothing more goes to it; the upstream stream was cancelled with the relay.
-            # A client cancels at its own deadline a moment before the gateway's copy of it would expire.
-            expired = deadline is not None and time.perf_counter() - started >= deadline * (1 - _DEADLINE_SLACK)
-            if expired:
-                self.status, self.error = Status.DEADLINE_EXCEEDED, "client's deadline passed"
-            else:
-                self.status, self.error = Status.CANCELLED, "client cancelled"
-            self.error_kind = "client_disconnected"
-        finally:
-            watcher.cancel()
-            if self.upstream_finished is None:
-                self.upstream_finished = time.perf_counter()
-
-    async def _relay(self, upstream: Upstream, request: UpstreamRequest) -> None:
-        response = await upstream.forward(request)
-        try:
-            await self._relay_response(response)
-        finally:
-            await response.aclose()
-
-    async def _relay_response(self, response: UpstreamResponse) -> None:
-        self.upstream_http_status = response.status_code
-        headers = [item for item in downstream_response_headers(response.headers) if item[0] != TRACE_RESPONSE]
-        headers.extend(self._trace_response)
-        send = self._send
-        status = parse_status(header(response.headers, GRPC_STATUS))
-        if status is not None:
-            # Trailers-only (the upstream's HEADERS ended the stream): it goes on as one HEADERS frame too.
-            async for _ in response.body():
-                pass
-            self.upstream_finished = time.perf_counter()
-            self._set_status(status)
-            self.http_status, self._started = response.status_code, True
-            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            self._ended = True
-            return
-        self.http_status, self._started = response.status_code, True
-        await send(
-            {"type": "http.response.start", "status": response.status_code, "headers": headers, "trailers": True}
-        )
-        counter = self.response_messages
-        async for chunk in response.body():
-            counter.feed(chunk)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        self.upstream_finished = time.perf_counter()
-        trailers = getattr(response, "trailers", [])
-        status = parse_status(header(trailers, GRPC_STATUS))
-        self._set_status(status if status is not None else status_for_http(response.status_code))
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        await send({"type": "http.response.trailers", "headers": trailers, "more_trailers": False})
-        self._ended = True
-
-    def _set_status(self, status: int) -> None:
-        self.status = status
-        if status != Status.OK:
-            # As Brave's gRPC parser tags it: the status's name, on any status but OK.
-            self.error = _status_name(status)
-
-    async def _fail(self, status: Status, message: str, kind: str) -> None:
-        if self._ended:
-            return  # the client has its answer; what failed after it changes nothing
-        self.status, self.error, self.error_kind = status, message, kind
-        if not self._started:
-            self.http_status = 200
-            await _trailers_only(self._send, status, message, self._trace_response)
-        else:
-            # Mid-stream: the response has begun with trailers promised; the status goes in them.
-            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
-            trailers = error_headers(status, message)[1:]  # without content-type, which the headers had
-            await self._send({"type": "http.response.trailers", "headers": trailers, "more_trailers": False})
-        self._ended = True
-
-
-class _ClientSide:
-    """The client's side of a call: its request messages as a body, and a watch for it going away."""
-
-    def __init__(self, receive: Receive, counter: MessageCounter) -> None:
-        self._receive = receive
-        self._counter = counter
-        self._chunks: asyncio.Queue[object] = asyncio.Queue(maxsize=4)  # bounded: a slow upstream holds the client
-        self.disconnected = False
-
-    async def watch(self, call: asyncio.Task[Any] | None) -> None:
-        """Reads the client until it goes away; then cancels the call (and with it the upstream stream) at once."""
-        body_open = True
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                self.disconnected = True
-                if body_open:
-                    await self._chunks.put(_END)
-                if call is not None:
-                    call.cancel()
-                return
-            if body_open:
-                chunk: bytes = message.get("body", b"")
-                if chunk:
-                    self._counter.feed(chunk)
-                    await self._chunks.put(chunk)
-                if not message.get("more_body", False):
-                    body_open = False
-                    await self._chunks.put(_END)
-
-    async def body(self) -> AsyncIterator[bytes]:
-        while (chunk := await self._chunks.get()) is not _END:
-            assert isinstance(chunk, bytes)
-            yield chunk
-
-
-async def _trailers_only(send: Send, status: Status, message: str, extra: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": [*error_headers(status, message), *extra]})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def _status_name(status: int | None) -> str:
-    if status is None:
-        return "none"
-    try:
-        return Status(status).name
-    except ValueError:
-        return str(status)  # a code beyond the known ones passes through as its number
 
 
 def _host_of(headers: list[tuple[bytes, bytes]]) -> str:
