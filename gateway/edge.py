@@ -85,6 +85,8 @@ class EdgeProtocol(asyncio.Protocol):
         self._loop = _loop or asyncio.get_event_loop()
         self._transport: asyncio.Transport | None = None
         self._received = b""
+        self._raw = True  # under TLS: until start_tls has its protocol on the transport
+        self._early = b""
         self._handed_over = False
         self._opened_at = 0.0
 
@@ -98,11 +100,14 @@ class EdgeProtocol(asyncio.Protocol):
         handshakes = _edge.handshakes
         if handshakes is None:
             return
-        # Not a byte of the ClientHello may reach this protocol: start_tls reads it, and resumes reading.
-        transport.pause_reading()
         self._loop.create_task(self._start_tls(transport, handshakes), name="tls handshake")
 
     def data_received(self, data: bytes) -> None:
+        if self._raw and _edge.handshakes is not None:
+            # The ClientHello, read before start_tls took over the transport: kept for the TLS protocol.
+            self._early += data
+            self._transport.pause_reading()  # type: ignore[union-attr]
+            return
         # In cleartext, the first bytes; under TLS, bytes that arrived between the handshake and the hand-over.
         self._received += data
         if _edge.handshakes is not None or self._transport is None:
@@ -132,27 +137,52 @@ class EdgeProtocol(asyncio.Protocol):
             self._transport.close()
 
     async def _start_tls(self, transport: asyncio.Transport, handshakes: TlsHandshakes) -> None:
-        try:
-            tls_transport = await self._loop.start_tls(
+        start = self._loop.create_task(
+            self._loop.start_tls(
                 transport,
                 self,
                 handshakes.context,
                 server_side=True,
                 ssl_handshake_timeout=handshakes.handshake_timeout,
             )
+        )
+        # One turn of the loop: start_tls has now put its TLS protocol on the transport and queued that protocol's
+        # connection_made and the transport's resume_reading. The ClientHello may have been read before that, by
+        # this protocol (uvloop reads from the moment connection_made returns): it is fed to the TLS protocol right
+        # after those two calls, before the loop reads the socket again.
+        await asyncio.sleep(0)
+        self._raw = False
+        if self._early:
+            self._loop.call_soon(self._feed_early, transport)
+        try:
+            tls_transport = await start
         except (OSError, TimeoutError) as exc:  # ssl.SSLError and the resets are OSErrors
             handshakes.failed(exc)
             transport.close()
             return
-        if tls_transport is None:  # the client closed during the handshake
+        ssl_object = tls_transport.get_extra_info("ssl_object") if tls_transport is not None else None
+        if tls_transport is None or ssl_object is None:  # the client closed during the handshake
             handshakes.failed(ConnectionResetError("closed during the TLS handshake"))
             transport.close()
             return
-        ssl_object = tls_transport.get_extra_info("ssl_object")
         handshakes.succeeded(ssl_object)
         self._transport = tls_transport
-        protocol = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-        self._hand_over(tls_transport, http2=protocol == ALPN_HTTP2)
+        self._hand_over(tls_transport, http2=ssl_object.selected_alpn_protocol() == ALPN_HTTP2)
+
+    def _feed_early(self, transport: asyncio.Transport) -> None:
+        data, self._early = self._early, b""
+        protocol = transport.get_protocol()
+        # The TLS protocols of asyncio and uvloop are buffered protocols (get_buffer and buffer_updated).
+        get_buffer, buffer_updated = getattr(protocol, "get_buffer", None), getattr(protocol, "buffer_updated", None)
+        if get_buffer is None or buffer_updated is None:
+            getattr(protocol, "data_received")(data)  # noqa: B009
+            return
+        while data:
+            buffer = memoryview(get_buffer(len(data)))
+            size = min(len(buffer), len(data))
+            buffer[:size] = data[:size]
+            buffer_updated(size)
+            data = data[size:]
 
     def _hand_over(self, transport: asyncio.Transport, *, http2: bool) -> None:
         self._server_state.connections.discard(self)

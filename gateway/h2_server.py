@@ -19,11 +19,12 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 from prometheus_client import Counter
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from gateway.client_guard import ClientLimits, count_refusal, current_limits, watch_connections
+from gateway.client_guard import LINGER_SECONDS, ClientLimits, count_refusal, current_limits, watch_connections
 from gateway.h2_request import Budget, Headers, Refusal, http_scope, parse_request
 from gateway.h2_stream import Stream
 from gateway.metrics import Metrics
@@ -111,6 +112,7 @@ class Http2Protocol(asyncio.Protocol):
         self._idle_since: float | None = now
         self._any_request = False
         self._closing = False
+        self._lingering_since: float | None = None
         self._resets = Budget(*RESET_BUDGET, now)
         self._control_frames = Budget(*CONTROL_FRAME_BUDGET, now)
 
@@ -141,6 +143,8 @@ class Http2Protocol(asyncio.Protocol):
         watch_connections(self.connections, self.loop)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering_since is not None:
+            return
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.DenialOfServiceError:
@@ -152,7 +156,7 @@ class Http2Protocol(asyncio.Protocol):
             return
         for event in events:
             self._handle(event)
-            if self._closing and self.transport is None:
+            if self._lingering_since is not None or self.transport is None:
                 return
         self._flush()
 
@@ -176,10 +180,16 @@ class Http2Protocol(asyncio.Protocol):
         if self._closing or self.transport is None:
             return
         self._closing = True
-        self._h2.close_connection(last_stream_id=self._h2.highest_inbound_stream_id)
-        self._flush()
         if not self._streams:
+            self._h2.close_connection(last_stream_id=self._h2.highest_inbound_stream_id)
+            self._flush()
             self.transport.close()
+            return
+        # h2 takes no frame of a stream after its own GOAWAY: this one is written beside it, and streams the client
+        # opens from now on are refused (REFUSED_STREAM, safe to retry elsewhere).
+        self._flush()
+        goaway = hyperframe.frame.GoAwayFrame(last_stream_id=self._h2.highest_inbound_stream_id)
+        self.transport.write(goaway.serialize())
 
     # --- h2 events ---
 
@@ -220,6 +230,10 @@ class Http2Protocol(asyncio.Protocol):
             self._closing = True
             if not self._streams and self.transport is not None:
                 self.transport.close()
+        elif isinstance(event, h2.events.SettingsAcknowledged):
+            # h2 now refuses a header block over the limit with a connection error (an HPACK bomb). Up to twice the
+            # limit, the block is decoded and the one request answered 431 instead (parse_request), as HTTP/1.1 is.
+            self._h2.decoder.max_header_list_size = 2 * self._max_header_bytes
         elif isinstance(event, h2.events.TrailersReceived):
             stream = self._streams.get(event.stream_id)
             if stream is not None and event.stream_ended is not None:
@@ -314,6 +328,8 @@ class Http2Protocol(asyncio.Protocol):
         """A connection error: GOAWAY with `code`, counted under `kind`, and the connection closed."""
         count_refusal(kind)
         self._closing = True
+        for stream in self._streams.values():
+            stream.close()
         if self.transport is None:
             return
         try:
@@ -321,7 +337,19 @@ class Http2Protocol(asyncio.Protocol):
         except h2.exceptions.H2Error:
             pass
         self._flush()
-        self.transport.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        # Half-close, then read and drop what the client still sends for a while: closing with unread input would
+        # reset the connection, and the client might never read the GOAWAY that says why.
+        transport = self.transport
+        if transport is None:
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingering_since = self.loop.time()
 
     def _flush(self) -> None:
         data = self._h2.data_to_send()
@@ -369,6 +397,10 @@ class Http2Protocol(asyncio.Protocol):
     def enforce(self, now: float, limits: ClientLimits) -> None:
         """Closes or resets what overran a deadline; called by gateway/client_guard.py's sweep."""
         if self.transport is None or self.transport.is_closing():
+            return
+        if self._lingering_since is not None:
+            if now - self._lingering_since > LINGER_SECONDS:
+                self.transport.close()
             return
         if self._write_paused_at is not None and now - self._write_paused_at > limits.send_timeout:
             # The client stopped reading the connection altogether.
