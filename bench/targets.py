@@ -29,7 +29,7 @@ GATEWAY_ENV_PREFIX = "GATEWAY_"
 
 # Shared by both nginx configs. Debian's nginx has absolute compiled-in temp and log paths, so every
 # one is set under the prefix; keepalive_requests is raised from 1000 so that no run reconnects midway.
-_NGINX_COMMON = """\
+NGINX_COMMON = """\
 daemon off;
 master_process on;
 worker_processes {workers};
@@ -86,7 +86,7 @@ def proxy_config(prefix: Path, upstream_port: int, port: int, workers: int = 1) 
 
 def nginx_config(prefix: Path, body: str, workers: int = 1) -> str:
     """A whole nginx.conf around `body` (the `http` block's servers), everything kept under `prefix`."""
-    return _NGINX_COMMON.format(prefix=prefix, body=body, workers=workers)
+    return NGINX_COMMON.format(prefix=prefix, body=body, workers=workers)
 
 
 def gateway_defaults() -> dict[str, object]:

@@ -30,9 +30,10 @@ def access_line(
     client: str | None,
     error: str | None,
     websocket: Mapping[str, object] | None = None,
+    grpc_status: int | None = None,
 ) -> bytes:
     """One line, newline included: `ts` in seconds since the epoch, `duration` in seconds; a WebSocket session's
-    line has its facts (messages, bytes, how it closed) under `websocket`."""
+    line has its facts (messages, bytes, how it closed) under `websocket`; a gRPC call's line has its `grpc_status`."""
     line = {
         "ts": round(ts, 6),
         "level": "info",
@@ -51,6 +52,8 @@ def access_line(
     }
     if websocket is not None:
         line["websocket"] = websocket
+    if grpc_status is not None:
+        line["grpc_status"] = grpc_status
     try:
         return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError:

@@ -23,6 +23,8 @@ from gateway.config_view import View, reload_record, worker_view
 from gateway.context import NO_CONTEXT, IdGenerator, RandomIdGenerator, TraceContext
 from gateway.exporters import build_reporter
 from gateway.forwarding import downstream_response_headers, upstream_request_headers
+from gateway.grpc_flow import GrpcCalls, is_grpc_call
+from gateway.h2_upstream import H2Upstream
 from gateway.logs import ACCESS_LOGGER
 from gateway.metrics import Metrics
 from gateway.propagation import extract_context
@@ -33,11 +35,12 @@ from gateway.reload import LoadedRoutes, ReloadOutcome, RouteReloader, load_rout
 from gateway.reporter import SpanReporter
 from gateway.request_metrics import RequestMetrics
 from gateway.routes import Route, parse_upstream
-from gateway.routing import DEFAULT_ROUTE_NAME, Counter, Defaults, build_routing, decision_labels
+from gateway.routing import DEFAULT_ROUTE_NAME, ActiveRoute, Counter, Defaults, build_routing, decision_labels
 from gateway.sampling import TracesPerSecondCap, decide, tracestate_after
 from gateway.settings import Propagation, Settings, has_exporter
-from gateway.spans import W3C_TRACESTATE, Exchange, local_endpoint
+from gateway.spans import Exchange, local_endpoint
 from gateway.threshold import NO_OT, parse_ot
+from gateway.trace_start import TraceStart
 from gateway.trust import TrustedNetworks
 from gateway.websocket_proxy import WebSocketProxy
 
@@ -95,7 +98,11 @@ def load_route_config(settings: Settings) -> tuple[LoadedRoutes | None, Route | 
     ValueError)."""
     loaded = load_route_file(settings.routes_file) if settings.routes_file is not None else None
     default = (
-        Route(name=DEFAULT_ROUTE_NAME, upstream=parse_upstream(settings.upstream_url))
+        Route(
+            name=DEFAULT_ROUTE_NAME,
+            upstream=parse_upstream(settings.upstream_url),
+            protocol=settings.upstream_protocol,
+        )
         if settings.upstream_url
         else None
     )
@@ -146,6 +153,7 @@ class Gateway:
         self._ids = ids if ids is not None else RandomIdGenerator(settings.trace_id_128bit)
         self._upstream_override = upstream
         self._upstream: Upstream | None = None
+        self._h2: H2Upstream | None = None  # for h2c routes (gRPC), made at startup
         self._local = local_endpoint(settings.service_name, settings.host, settings.port)
         self.reporter = reporter if reporter is not None else self._default_reporter()
         # A reporter passed in (tests, embedders) exports somewhere by definition.
@@ -163,6 +171,7 @@ class Gateway:
         self._ignored_untrusted = self.metrics.trace_headers_ignored.labels("untrusted")
         self._ignored_tracestate = self.metrics.trace_headers_ignored.labels(MALFORMED_TRACESTATE)
         self._access_log = self._access_log_writer()
+        self._grpc = GrpcCalls(self, self._access_log, self._request_metrics)
         self._websockets = WebSocketProxy(
             settings,
             self.metrics,
@@ -187,7 +196,10 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self._exchange(scope, receive, send)
+            if scope.get("http_version") == "2" and is_grpc_call(scope):
+                await self._grpc(scope, receive, send)
+            else:
+                await self._exchange(scope, receive, send)
         elif scope["type"] == "websocket":
             await self._websockets(scope, receive, send)
         elif scope["type"] == "lifespan":
@@ -199,6 +211,10 @@ class Gateway:
         if self._access_log is not None:
             self._access_log.start()
         self._upstream = self._upstream_override or create_upstream(self.settings)
+        settings = self.settings
+        self._h2 = H2Upstream(
+            settings.upstream_timeout, settings.upstream_max_connections, settings.upstream_h2_max_streams
+        )
         await self.reporter.start()
         if self._reloader is not None:
             self._reloader.start()
@@ -222,6 +238,8 @@ class Gateway:
         await self.reporter.stop(self.settings.shutdown_timeout)
         if self._upstream is not None:
             await self._upstream.aclose()
+        if self._h2 is not None:
+            await self._h2.aclose()
         if self._state_file is not None:
             self._state_file.unlink(missing_ok=True)
         if self._access_log is not None:
@@ -299,11 +317,89 @@ class Gateway:
         route = routing.match(_host_of(request_headers) if routing.routes_by_host else "", path)
         if route is None:
             self._no_route.inc()
-            # Nothing goes into the mesh, so nothing is traced; the contract still promises a traceresponse.
-            unrouted = self._trace_response(self._ids.new_trace_id(), self._ids.new_span_id(), sampled=False)
-            await _plain_response(send, self._no_route_status, "no route for this host and path\n", unrouted)
+            await _plain_response(
+                send, self._no_route_status, "no route for this host and path\n", self.unrouted_trace_response()
+            )
             return
 
+        begun = self.start_trace(scope, route, request_headers, client_host)
+        trace_id, server_span_id, client_span_id = begun.trace_id, begun.server_span_id, begun.client_span_id
+        decision, outgoing, trace_response = begun.decision, begun.outgoing, begun.trace_response
+
+        query: bytes = scope.get("query_string", b"")
+        relay = _Relay(send, trace_response)
+        client_started_wall = time.time()
+        client_started = time.perf_counter()
+        try:
+            # The request's own bytes go upstream: scope["path"] is percent-decoded ("%3F" would become a query).
+            raw_path = scope.get("raw_path")
+            target = raw_path.decode("latin-1") if raw_path else path
+            await relay.run(
+                self._upstream_or_fail() if route.route.protocol == "http1" else self.h2_upstream(),
+                method,
+                route.upstream.url_for(target, query),
+                outgoing,
+                receive,
+                route.timeout,
+            )
+        finally:
+            client_finished = relay.upstream_finished or time.perf_counter()
+            finished = time.perf_counter()
+            if relay.error_kind is not None:
+                self.metrics.upstream_errors.labels(relay.error_kind).inc()
+            route.decisions[(decision.sampled, decision.reason)].inc()
+            self._durations[decision.sampled].observe(finished - started)
+            self._request_metrics.observe(
+                route.name, method, relay.status, decision.sampled, finished - started, trace_id
+            )
+            if decision.sampled:
+                # Positional, in field order: with twenty keywords, making the record cost three times as much.
+                self.reporter.submit(
+                    Exchange(
+                        trace_id,
+                        server_span_id,
+                        client_span_id,
+                        begun.parent_id,
+                        decision.debug,
+                        route.span_name(method, path),  # name
+                        method,
+                        path,
+                        begun.host,
+                        relay.status,  # status_code
+                        relay.upstream_status,  # upstream_status_code
+                        relay.error,
+                        client_host,
+                        client[1] if client else None,  # client_port
+                        route.upstream,
+                        started_wall,  # server_start
+                        finished - started,  # server_duration
+                        client_started_wall,  # client_start
+                        client_finished - client_started,  # client_duration
+                        begun.tags(route.tags),
+                    ),
+                    begun.reserved,
+                )
+            if self._access_log is not None:
+                self._access_log.write(
+                    access_line(
+                        time.time(),
+                        method,
+                        path,
+                        relay.status,
+                        finished - started,
+                        trace_id,
+                        route.name,
+                        decision.sampled,
+                        decision.reason,
+                        client_host,
+                        relay.error,
+                    )
+                )
+
+    def start_trace(
+        self, scope: Scope, route: ActiveRoute, request_headers: list[tuple[bytes, bytes]], client_host: str | None
+    ) -> TraceStart:
+        """Trust, extract, decide once and propagate: the start every flow (HTTP, gRPC) gives a routed request."""
         forwarded = upstream_request_headers(
             request_headers,
             client_host=client_host,
@@ -345,77 +441,27 @@ class Gateway:
                 # The vendors' state of a trusted client's trace goes on with it (W3C: "MUST propagate"), with the
                 # gateway's sampling threshold in its `ot` entry.
                 outgoing.append((TRACESTATE, tracestate.encode("latin-1")))
-        trace_response = self._trace_response(trace_id, server_span_id, decision.sampled)
+        return TraceStart(
+            trace_id,
+            server_span_id,
+            client_span_id,
+            parent.span_id if parent is not None else None,
+            decision,
+            reserved,
+            forwarded.host,
+            outgoing,
+            self._trace_response(trace_id, server_span_id, decision.sampled),
+            tracestate,
+        )
 
-        query: bytes = scope.get("query_string", b"")
-        relay = _Relay(send, trace_response)
-        client_started_wall = time.time()
-        client_started = time.perf_counter()
-        try:
-            # The request's own bytes go upstream: scope["path"] is percent-decoded ("%3F" would become a query).
-            raw_path = scope.get("raw_path")
-            target = raw_path.decode("latin-1") if raw_path else path
-            await relay.run(
-                self._upstream_or_fail(),
-                method,
-                route.upstream.url_for(target, query),
-                outgoing,
-                receive,
-                route.timeout,
-            )
-        finally:
-            client_finished = relay.upstream_finished or time.perf_counter()
-            finished = time.perf_counter()
-            if relay.error_kind is not None:
-                self.metrics.upstream_errors.labels(relay.error_kind).inc()
-            route.decisions[(decision.sampled, decision.reason)].inc()
-            self._durations[decision.sampled].observe(finished - started)
-            self._request_metrics.observe(
-                route.name, method, relay.status, decision.sampled, finished - started, trace_id
-            )
-            if decision.sampled:
-                # Positional, in field order: with twenty keywords, making the record cost three times as much.
-                self.reporter.submit(
-                    Exchange(
-                        trace_id,
-                        server_span_id,
-                        client_span_id,
-                        parent.span_id if parent is not None else None,  # parent_id
-                        decision.debug,
-                        route.span_name(method, path),  # name
-                        method,
-                        path,
-                        forwarded.host,
-                        relay.status,  # status_code
-                        relay.upstream_status,  # upstream_status_code
-                        relay.error,
-                        client_host,
-                        client[1] if client else None,  # client_port
-                        route.upstream,
-                        started_wall,  # server_start
-                        finished - started,  # server_duration
-                        client_started_wall,  # client_start
-                        client_finished - client_started,  # client_duration
-                        route.tags if not tracestate else (*route.tags, (W3C_TRACESTATE, tracestate)),
-                    ),
-                    reserved,
-                )
-            if self._access_log is not None:
-                self._access_log.write(
-                    access_line(
-                        time.time(),
-                        method,
-                        path,
-                        relay.status,
-                        finished - started,
-                        trace_id,
-                        route.name,
-                        decision.sampled,
-                        decision.reason,
-                        client_host,
-                        relay.error,
-                    )
-                )
+    def unrouted_trace_response(self) -> list[tuple[bytes, bytes]]:
+        # Nothing goes into the mesh, so nothing is traced; the contract still promises a traceresponse.
+        return self._trace_response(self._ids.new_trace_id(), self._ids.new_span_id(), sampled=False)
+
+    def h2_upstream(self) -> Upstream:
+        if self._h2 is None:
+            raise RuntimeError("the gateway serves requests only after its lifespan startup")
+        return self._h2
 
     def _trace_response(self, trace_id: int, span_id: int, sampled: bool) -> list[tuple[bytes, bytes]]:
         if not self.settings.trace_response_header:

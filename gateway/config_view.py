@@ -49,6 +49,7 @@ def worker_view(routing: Routing, settings: Settings, pid: int, last_reload: Vie
             "sample_rate": settings.sample_rate,
             "max_traces_per_second": settings.max_traces_per_second,
             "upstream_timeout": settings.upstream_timeout,
+            "upstream_protocol": settings.upstream_protocol,
             "no_route_status": settings.no_route_status,
             "propagation": [str(name) for name in settings.propagation],
             "routes_reload_interval": settings.routes_reload_interval,
@@ -114,6 +115,7 @@ def _route_view(active: ActiveRoute, settings: Settings) -> View:
         "max_traces_per_second": route.max_traces_per_second,
         "timeout": route.timeout if route.timeout is not None else settings.upstream_timeout,
         "tags": dict(route.tags),
+        "protocol": route.protocol,
     }
 
 

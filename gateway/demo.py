@@ -31,6 +31,7 @@ COLLECTOR, WEB, EMOJI, VOTING, GATEWAY, BOT = "collector", "web", "emoji", "voti
 ADMIN = "gateway admin"
 # The demo's HTTPS: a second gateway with TLS, in front of the same web service and collector.
 GATEWAY_HTTPS, HTTPS_ADMIN = "gateway-https", "gateway-https admin"
+EMOJI_GRPC = "emoji-grpc"  # emojivoto's EmojiService over gRPC, behind the gateway's h2c route
 MESH_SERVICES = (WEB, EMOJI, VOTING)
 # (what listens, its environment variable, its default port)
 PORTS = (
@@ -42,7 +43,16 @@ PORTS = (
     (VOTING, "DEMO_VOTING_PORT", 8083),
     (GATEWAY_HTTPS, "DEMO_HTTPS_PORT", 8443),
     (HTTPS_ADMIN, "DEMO_HTTPS_ADMIN_PORT", 9902),
+    (EMOJI_GRPC, "DEMO_EMOJI_GRPC_PORT", 8084),
 )
+# The gateway's route file: gRPC calls to EmojiService go to emoji-grpc over h2c, the rest to web.
+_DEMO_ROUTES = """\
+routes:
+  - name: emojivoto-grpc
+    path_prefix: /emojivoto.v1.EmojiService
+    upstream: {upstream}
+    protocol: h2c
+"""
 SAMPLE_RATE_ENV = "GATEWAY_SAMPLE_RATE"
 DEFAULT_SAMPLE_RATE = "0.5"
 BOT_ENV = "DEMO_BOT"
@@ -89,6 +99,7 @@ class Plan:
     bot: bool
     misbehaviour: Mapping[str, Misbehaviour]
     tls_dir: str | None = None  # where the HTTPS gateway's certificate and its CA (ca.crt) are
+    files: Mapping[Path, str] = field(default_factory=dict)  # written before anything starts
 
     def url(self, name: str, path: str = "/") -> str:
         return _url(self.ports, name) + path
@@ -104,14 +115,18 @@ def make_plan(environ: Mapping[str, str], python: str = sys.executable, tls_dir:
     services = tuple(
         _service(name, ports, misbehaviour.get(name, Misbehaviour.NONE), python) for name in (EMOJI, VOTING, WEB)
     )
-    gateways = [_gateway(ports, sample_rate, environ, python)]
+    routes = Path(tempfile.gettempdir()) / f"ingress-gateway-demo-{ports[GATEWAY]}" / "routes.yaml"
+    gateway = _gateway(ports, sample_rate, environ, python)
+    gateway = Child(gateway.name, gateway.args, {**gateway.env, "GATEWAY_ROUTES_FILE": str(routes)}, gateway.ready_url)
+    gateways = [gateway]
     if tls_dir is not None:
-        gateways.append(_https_gateway(gateways[0], ports, tls_dir))
-    stages = [(_collector(ports, python),), services, tuple(gateways)]
+        gateways.append(_https_gateway(gateway, ports, tls_dir))
+    stages = [(_collector(ports, python),), (*services, _grpc_service(ports, python)), tuple(gateways)]
     if bot:
         interval = _positive(BOT_INTERVAL_ENV, environ.get(BOT_INTERVAL_ENV) or str(DEFAULT_BOT_INTERVAL))
         stages.append((_bot(ports, interval, python),))
-    return Plan(tuple(stages), ports, sample_rate, bot, misbehaviour, tls_dir)
+    files = {routes: _DEMO_ROUTES.format(upstream=_url(ports, EMOJI_GRPC))}
+    return Plan(tuple(stages), ports, sample_rate, bot, misbehaviour, tls_dir, files)
 
 
 def banner(plan: Plan) -> str:
@@ -122,6 +137,8 @@ def banner(plan: Plan) -> str:
         f"  the app, through the gateway   {plan.url(GATEWAY)}",
         f"  the trace page (collector)     {plan.url(COLLECTOR)}",
         f"  the gateway's metrics          {plan.url(ADMIN, '/metrics')}   (also /live and /ready)",
+        f"  gRPC (h2c), EmojiService       {plan.url(GATEWAY, '')}   e.g. grpcurl-style calls to "
+        "/emojivoto.v1.EmojiService/ListAll",
         *_https_lines(plan),
         f"demo: the gateway samples {share} of requests ({SAMPLE_RATE_ENV}={plan.sample_rate}) and web, emoji and "
         "voting honour its decision: a sampled request is one complete trace, an unsampled one leaves no span; "
@@ -180,6 +197,9 @@ class Supervisor:
 
     def _start(self) -> int | None:
         """None once everything is ready; else the exit status (0 when a signal came during startup)."""
+        for path, text in self._plan.files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
         names = ", ".join(child.name for stage in self._plan.stages for child in stage)
         self._say(f"demo: starting {names} on {HOST}; their output follows, prefixed with their name")
         for stage in self._plan.stages:
@@ -282,6 +302,14 @@ def _service(name: str, ports: Mapping[str, int], misbehaviour: Misbehaviour, py
         *(("--emoji-url", _url(ports, EMOJI), "--voting-url", _url(ports, VOTING)) if name == WEB else ()),
     )
     return Child(name, args, _UNBUFFERED, port=ports[name])
+
+
+def _grpc_service(ports: Mapping[str, int], python: str) -> Child:
+    args = (
+        *(python, "-m", "gateway.devtools.mesh", EMOJI_GRPC, "--host", HOST, "--port", str(ports[EMOJI_GRPC])),
+        *("--zipkin-url", _spans_url(ports)),
+    )
+    return Child(EMOJI_GRPC, args, _UNBUFFERED, port=ports[EMOJI_GRPC])
 
 
 def _gateway(ports: Mapping[str, int], sample_rate: str, environ: Mapping[str, str], python: str) -> Child:

@@ -164,6 +164,16 @@ class Metrics:
             ["certificate", "outcome"],
             registry=reg,
         )
+        # gRPC calls (gateway/grpc_flow.py): by the HTTP status and the gRPC status the client got.
+        self.grpc_calls = Counter(
+            "gateway_grpc_calls",
+            "gRPC calls by route, HTTP status and gRPC status.",
+            ["route", "http_status", "grpc_status"],
+            registry=reg,
+        )
+        self.grpc_timeouts_ignored = Counter(
+            "gateway_grpc_timeouts_ignored", "gRPC calls whose malformed grpc-timeout was ignored.", registry=reg
+        )
         self.ready = Gauge("gateway_worker_ready", "Workers ready to serve.", registry=reg, multiprocess_mode="livesum")
         self._create_children()
 

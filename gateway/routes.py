@@ -24,7 +24,10 @@ ROUTE_KEYS = (
     "max_traces_per_second",
     "timeout",
     "tags",
+    "protocol",
 )
+# How the gateway speaks to a route's upstream: HTTP/1.1, or HTTP/2 with prior knowledge (gRPC services, meshes).
+PROTOCOLS = ("http1", "h2c")
 ADAPTIVE_KEYS = ("target_traces_per_second", "min_sample_rate", "interval")
 DEFAULT_MIN_SAMPLE_RATE = 0.001
 DEFAULT_ADAPTIVE_INTERVAL = 10.0
@@ -104,6 +107,7 @@ class Route:
     max_traces_per_second: float = 0.0
     timeout: float | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    protocol: str = "http1"  # one of PROTOCOLS; check_protocol() holds it to its upstream
 
 
 class Matchable(Protocol):
@@ -233,6 +237,16 @@ def parse_routes(text: str, source: Path | str) -> list[Route]:
         raise RouteFileError(f"{where}: {exc}") from None
 
 
+def check_protocol(protocol: str, upstream: Upstream) -> str:
+    """``protocol`` if it is one of PROTOCOLS and fits the upstream's scheme; raises ValueError otherwise."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"must be one of {', '.join(PROTOCOLS)} (got {protocol!r})")
+    if protocol == "h2c" and upstream.scheme != "http":
+        # h2c is HTTP/2 in cleartext with prior knowledge (RFC 9113 3.3); TLS upstreams would negotiate by ALPN.
+        raise ValueError(f"h2c needs an http:// upstream (got {upstream.scheme}://)")
+    return protocol
+
+
 def render_span_name(template: str, method: str, path: str) -> str:
     """A span name from a route's ``span_name`` template (checked when the file was loaded)."""
     return template.format(method=method, path=path)
@@ -338,6 +352,7 @@ def _parse_entry(entry: Any, where: str, line: int) -> Route:
         max_traces_per_second=_number(fields, "max_traces_per_second", minimum=0.0) or 0.0,
         timeout=_timeout(fields, "timeout"),
         tags=_tags(fields, "tags"),
+        protocol=_protocol(fields, "protocol"),
     )
 
 
@@ -437,6 +452,16 @@ def _timeout(fields: _Fields, key: str) -> float | None:
     if timeout == 0.0:
         raise fields.error(key, "must be more than 0 seconds (got 0)")
     return timeout
+
+
+def _protocol(fields: _Fields, key: str) -> str:
+    value = fields.get(key, "http1")
+    if not isinstance(value, str):
+        raise fields.error(key, f"must be one of {', '.join(PROTOCOLS)} (got {value!r})")
+    try:
+        return check_protocol(value, _upstream(fields, "upstream"))
+    except ValueError as exc:
+        raise fields.error(key, str(exc)) from None
 
 
 def _span_name(fields: _Fields, key: str) -> str | None:

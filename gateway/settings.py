@@ -129,6 +129,14 @@ class Settings(BaseSettings):
         8, ge=1, le=1024, description="keep-alive connections per worker to the upstreams"
     )
     upstream_client: Literal["aiohttp", "httpx"] = Field("aiohttp", description="HTTP client for the upstreams")
+    # gRPC and HTTP/2 upstreams (gateway/h2_upstream.py, gateway/grpc_flow.py): the GATEWAY_UPSTREAM_URL route's
+    # protocol, and the streams one h2c connection carries at most (fewer if the upstream's SETTINGS say so).
+    upstream_protocol: Literal["http1", "h2c"] = Field(
+        "http1", description="protocol to the GATEWAY_UPSTREAM_URL upstream: http1, or h2c (HTTP/2, for gRPC)"
+    )
+    upstream_h2_max_streams: int = Field(
+        100, ge=1, le=10_000, description="streams one h2c upstream connection carries at most"
+    )
     # What a client may take or send before the gateway gives up on it (gateway/client_guard.py).
     client_header_timeout: float = Field(
         10.0, gt=0.0, le=3600.0, description="seconds for a client's request head (408 past it)"
@@ -240,6 +248,8 @@ class Settings(BaseSettings):
     def _needs_an_upstream(self) -> Settings:
         if not self.upstream_url and self.routes_file is None:
             raise ValueError("GATEWAY_UPSTREAM_URL: required unless GATEWAY_ROUTES_FILE is set")
+        if self.upstream_protocol == "h2c" and self.upstream_url.lower().startswith("https:"):
+            raise ValueError(f"GATEWAY_UPSTREAM_PROTOCOL: h2c needs an http:// upstream (got {self.upstream_url!r})")
         return self
 
 

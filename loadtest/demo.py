@@ -75,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             *_after_dashes(args.locust_args),
         ]
         print(f"loadtest: {' '.join(command[2:])}", flush=True)
-        locust = subprocess.Popen(command, cwd=REPO)
+        # The demo serves EmojiService over gRPC too: the gRPC user's traces are checked with the HTTP ones.
+        locust = subprocess.Popen(command, cwd=REPO, env={**os.environ, "LOADTEST_GRPC": "1"})
         try:
             status = locust.wait()
         except KeyboardInterrupt:

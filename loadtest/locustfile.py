@@ -11,6 +11,7 @@ a check that could not run with 2. loadtest/spike.py adds a burst load shape; se
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from pathlib import Path
@@ -25,6 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from loadtest.hostile import forge
 from loadtest.plugin import FORGED, HOSTILE  # importing it wires the trace check into locust
 from loadtest.traces import TRACERESPONSE, parse_traceresponse
+
+if os.environ.get("LOADTEST_GRPC") == "1":
+    # gRPC calls beside the HTTP users, each call's trace checked like theirs (loadtest/grpc_user.py).
+    from loadtest.grpc_user import EmojiGrpcCaller  # noqa: F401
 
 # emojivoto's web API, as gateway/devtools/mesh/web.py serves it.
 LIST_PATH = "/api/list"

@@ -5,6 +5,7 @@ One demo runs for the module, on free ports, sampling every request; the last te
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -39,13 +41,14 @@ pytestmark = pytest.mark.e2e
 
 READY_LINE = "Ctrl-C stops everything."
 GATEWAY_SERVICE = "ingress-gateway"
-CHILDREN = 7  # collector, emoji, voting, web, gateway, gateway-https, vote-bot
+CHILDREN = 8  # collector, emoji, voting, web, emoji-grpc, gateway, gateway-https, vote-bot
 # The gateway's SERVER and CLIENT spans, web's SERVER span, then a CLIENT and a SERVER span per call web makes.
 EXPECTED_TRACES = {
     "/": (3, {GATEWAY_SERVICE, "web"}),
     "/api/list": (5, {GATEWAY_SERVICE, "web", "emoji"}),
     "/api/vote": (7, {GATEWAY_SERVICE, "web", "emoji", "voting"}),
     "/api/leaderboard": (7, {GATEWAY_SERVICE, "web", "emoji", "voting"}),
+    "/emojivoto.v1.EmojiService/ListAll": (3, {GATEWAY_SERVICE, "emoji-grpc"}),
 }
 
 
@@ -96,7 +99,8 @@ def test_every_component_comes_up_and_the_urls_are_printed(demo: Demo) -> None:
     assert demo.get("DEMO_VOTING_PORT", "/results").status_code == 200
     commands = sorted(_command(pid) for pid in _children(demo.process.pid))
     assert len(commands) == CHILDREN, commands
-    assert sum("gateway.devtools.mesh" in command for command in commands) == 4  # three services and the bot
+    # four services (emoji-grpc too) and the bot
+    assert sum("gateway.devtools.mesh" in command for command in commands) == 5
     assert sum("gateway.devtools.collector" in command for command in commands) == 1
     assert sum(command.endswith("-m gateway") for command in commands) == 2  # cleartext and HTTPS
 
@@ -119,6 +123,18 @@ def test_the_app_answers_through_the_gateway_with_a_complete_trace(demo: Demo) -
     assert services(spans) == EXPECTED_TRACES["/api/vote"][1]
     results = demo.get("DEMO_VOTING_PORT", "/results?limit=100").json()
     assert any(result["shortcode"] == ":rocket:" for result in results), results
+
+
+def test_a_grpc_call_through_the_gateway_is_one_complete_trace(demo: Demo) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{demo.ports['GATEWAY_PORT']}") as channel:
+        reply, call = channel.unary_unary("/emojivoto.v1.EmojiService/ListAll").with_call(b"{}", timeout=10)
+    assert {"shortcode": ":rocket:", "unicode": "🚀"} in json.loads(reply)["list"]
+    match = re.fullmatch(r"00-([0-9a-f]{32})-[0-9a-f]{16}-01", dict(call.initial_metadata())["traceresponse"])
+    assert match is not None
+    spans = demo.zipkin.wait_for_trace(match[1], 3)
+    root = assert_connected(spans, root_parent=None)
+    assert (root["name"].lower(), root["tags"]["rpc.system"]) == ("emojivoto.v1.emojiservice/listall", "grpc")
+    assert services(spans) == {GATEWAY_SERVICE, "emoji-grpc"}
 
 
 def test_the_bots_traces_arrive_complete(demo: Demo) -> None:

@@ -122,7 +122,14 @@ def test_load_expectations_names_the_file(tmp_path):
 def test_the_bundled_file_describes_the_demo_mesh():
     expectations = load_expectations(DEFAULT_FILE)
     assert expectations.gateway_service == "ingress-gateway"
-    assert set(expectations.endpoints) == {"/api/list", "/api/vote", "/api/leaderboard"}
+    grpc_calls = {"/emojivoto.v1.EmojiService/ListAll", "/emojivoto.v1.EmojiService/FindByShortcode"}
+    assert set(expectations.endpoints) == {"/api/list", "/api/vote", "/api/leaderboard", *grpc_calls}
+    for call in grpc_calls:
+        assert [pattern.describe() for pattern in expectations.spans_for(call)] == [
+            "ingress-gateway SERVER",
+            "ingress-gateway CLIENT",
+            "emoji-grpc SERVER",
+        ]
     assert [pattern.describe() for pattern in expectations.spans_for("/api/list")] == [
         "ingress-gateway SERVER",
         "ingress-gateway CLIENT",

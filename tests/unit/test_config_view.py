@@ -84,6 +84,7 @@ def test_worker_view_shows_every_route_with_its_effective_settings():
         "sample_rate": 0.25,
         "max_traces_per_second": 0.0,
         "upstream_timeout": 30.0,
+        "upstream_protocol": "http1",
         "no_route_status": 421,
         "propagation": ["b3multi"],
         "routes_reload_interval": 2.0,
@@ -103,6 +104,7 @@ def test_worker_view_shows_every_route_with_its_effective_settings():
             "max_traces_per_second": 20.0,
             "timeout": 2.0,
             "tags": {"team": "voting"},
+            "protocol": "http1",
         },
         {
             "name": "rest",
@@ -115,6 +117,7 @@ def test_worker_view_shows_every_route_with_its_effective_settings():
             "max_traces_per_second": 0.0,
             "timeout": 30.0,
             "tags": {},
+            "protocol": "http1",
         },
     ]
     assert view["default_route"]["span_name"] == "{method} {path}"

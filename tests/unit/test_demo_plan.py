@@ -8,6 +8,7 @@ from gateway.demo import (
     BOT,
     COLLECTOR,
     EMOJI,
+    EMOJI_GRPC,
     GATEWAY,
     GATEWAY_HTTPS,
     VOTING,
@@ -35,7 +36,7 @@ def test_defaults_start_everything_in_order_on_the_usual_ports():
 
     assert [[child.name for child in stage] for stage in plan.stages] == [
         [COLLECTOR],
-        [EMOJI, VOTING, WEB],
+        [EMOJI, VOTING, WEB, EMOJI_GRPC],
         [GATEWAY],
         [BOT],
     ]
@@ -48,8 +49,10 @@ def test_defaults_start_everything_in_order_on_the_usual_ports():
         "voting": 8083,
         "gateway-https": 8443,
         "gateway-https admin": 9902,
+        "emoji-grpc": 8084,
     }
     [gateway] = plan.stages[2]
+    (routes,) = plan.files
     assert gateway.args == (PYTHON, "-m", "gateway")
     assert gateway.ready_url == "http://127.0.0.1:9901/ready"
     assert {key: gateway.env[key] for key in gateway.env if key.startswith("GATEWAY_")} == {
@@ -61,7 +64,12 @@ def test_defaults_start_everything_in_order_on_the_usual_ports():
         "GATEWAY_OTLP_URL": "",
         "GATEWAY_SAMPLE_RATE": "0.5",
         "GATEWAY_ACCESS_LOG": "false",
+        "GATEWAY_ROUTES_FILE": str(routes),
     }
+    # gRPC calls to EmojiService go to emoji-grpc over h2c; the route file is written before anything starts.
+    assert "path_prefix: /emojivoto.v1.EmojiService" in plan.files[routes]
+    assert "upstream: http://127.0.0.1:8084\n    protocol: h2c" in plan.files[routes]
+    assert option(children(plan)[EMOJI_GRPC], "--zipkin-url") == "http://127.0.0.1:9411/api/v2/spans"
     web = children(plan)[WEB]
     assert option(web, "--emoji-url") == "http://127.0.0.1:8082"
     assert option(web, "--voting-url") == "http://127.0.0.1:8083"

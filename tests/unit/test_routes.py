@@ -289,6 +289,29 @@ def test_sample_rate_is_a_float_even_when_written_as_an_integer(route_file):
     assert isinstance(loaded.sample_rate, float)
 
 
+@pytest.mark.parametrize(
+    ("text", "protocol"), [("", "http1"), ("    protocol: http1\n", "http1"), ("    protocol: h2c\n", "h2c")]
+)
+def test_protocol_defaults_to_http1(route_file, text, protocol):
+    [loaded] = load_routes(route_file("routes:\n  - upstream: http://grpc:8080\n" + text))
+    assert loaded.protocol == protocol
+
+
+@pytest.mark.parametrize(
+    ("upstream", "protocol", "message"),
+    [
+        ("http://web", "grpc", "routes[0].protocol: must be one of http1, h2c (got 'grpc')"),
+        ("http://web", "2", "routes[0].protocol: must be one of http1, h2c (got 2)"),
+        ("https://web", "h2c", "routes[0].protocol: h2c needs an http:// upstream (got https://)"),
+    ],
+)
+def test_protocol_errors_name_the_key(route_file, upstream, protocol, message):
+    path = route_file(f"routes:\n  - upstream: {upstream}\n    protocol: {protocol}\n")
+    with pytest.raises(RouteFileError) as caught:
+        load_routes(path)
+    assert str(caught.value) == f"{path}:3: {message}"
+
+
 EXAMPLE = REPO_ROOT / "config" / "routes.yaml"
 
 
@@ -340,7 +363,7 @@ ENTRY = "upstream: http://web"
             f"routes:\n  - {ENTRY}\n    upstrem: http://web\n",
             "3",
             "routes[0]: unknown key 'upstrem' (allowed: adaptive, host, max_traces_per_second, name, path_prefix,"
-            " sample_rate, span_name, tags, timeout, upstream)",
+            " protocol, sample_rate, span_name, tags, timeout, upstream)",
             id="unknown-key",
         ),
         pytest.param("routes:\n  - host: a.com\n", "2", "routes[0].upstream: is required", id="missing-upstream"),

@@ -95,6 +95,8 @@ def test_a_routes_file_replaces_the_upstream_url(settings_from_env):
         ("GATEWAY_NO_ROUTE_STATUS", "4o4", "GATEWAY_NO_ROUTE_STATUS: Input should be a valid integer"),
         ("GATEWAY_ROUTES_RELOAD_INTERVAL", "-1", "GATEWAY_ROUTES_RELOAD_INTERVAL: Input should be greater than or"),
         ("GATEWAY_ROUTES_RELOAD_INTERVAL", "2s", "GATEWAY_ROUTES_RELOAD_INTERVAL: Input should be a valid number"),
+        ("GATEWAY_UPSTREAM_PROTOCOL", "grpc", "GATEWAY_UPSTREAM_PROTOCOL: Input should be 'http1' or 'h2c'"),
+        ("GATEWAY_UPSTREAM_H2_MAX_STREAMS", "0", "GATEWAY_UPSTREAM_H2_MAX_STREAMS: Input should be greater than or"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_what_is_allowed(settings_from_env, variable, value, expected):
@@ -176,3 +178,13 @@ def test_an_empty_variable_means_the_default(settings_from_env):
 )
 def test_a_bad_network_says_what_is_expected(settings_from_env, value, line):
     assert errors_of(settings_from_env, **BASE, GATEWAY_TRUSTED_CIDRS=value) == [line]
+
+
+def test_h2c_needs_a_cleartext_upstream(settings_from_env):
+    assert errors_of(settings_from_env, GATEWAY_UPSTREAM_URL="https://grpc", GATEWAY_UPSTREAM_PROTOCOL="h2c") == [
+        "GATEWAY_UPSTREAM_PROTOCOL: h2c needs an http:// upstream (got 'https://grpc')"
+    ]
+    assert (
+        settings_from_env(GATEWAY_UPSTREAM_URL="http://grpc", GATEWAY_UPSTREAM_PROTOCOL="h2c").upstream_protocol
+        == "h2c"
+    )

@@ -17,6 +17,7 @@ from gateway.devtools.mesh.tracing import Misbehaviour
 from gateway.devtools.serving import exit_cleanly_on_stop_signals, listen
 
 BOT = "bot"
+EMOJI_GRPC = "emoji-grpc"
 MISBEHAVE_ENV = "MESH_MISBEHAVE"
 EXIT_BAD_ARGUMENTS = 2
 EXIT_CANNOT_LISTEN = 1
@@ -29,6 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == BOT:
         votebot.run(args.target, args.interval, args.rounds, log=lambda line: print(line, flush=True))
         return 0
+    if args.command == EMOJI_GRPC:
+        # grpcio is imported only here: the HTTP services run without it.
+        from gateway.devtools.mesh.grpc_serving import serve_emoji_grpc
+
+        return serve_emoji_grpc(args.host, args.port, args.zipkin_url, args.misbehave, args.sample_rate)
     return _serve(parser, args)
 
 
@@ -68,9 +74,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m gateway.devtools.mesh",
         description="The demo mesh (web -> emoji, web -> voting), traced with B3 and Zipkin, and its vote-bot.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{web,emoji,voting,bot}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{web,emoji,voting,emoji-grpc,bot}")
     for service in SERVICES:
         _add_service_options(commands.add_parser(service, help=f"run the {service} service"))
+    _add_service_options(commands.add_parser(EMOJI_GRPC, help="run emojivoto's EmojiService over gRPC (h2c)"))
     bot = commands.add_parser(BOT, help="send emojivoto's vote-bot traffic to web (through the gateway)")
     bot.add_argument("--target", required=True, help="base URL, e.g. http://127.0.0.1:8080")
     bot.add_argument("--interval", type=float, default=1.0, help="seconds between rounds (default: %(default)s)")

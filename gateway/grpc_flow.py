@@ -1,0 +1,201 @@
+"""The flow of one gRPC call through the gateway: route, decide, propagate, relay both ways with trailers, record.
+
+A call arrives over HTTP/2 from a server that offers ASGI's trailers extension; it goes to an h2c route's upstream
+(gateway/h2_upstream.py), its messages streaming both ways as they come. The gateway's own failures reach the client
+as gRPC statuses in a trailers-only response (HTTP 200, one HEADERS frame), never as an HTTP error page. The spans
+last the whole call and carry OpenTelemetry's RPC tags and the messages counted each way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol
+
+from gateway.access_line import access_line
+from gateway.access_log import AccessLogWriter
+from gateway.grpc import (
+    CONTENT_TYPE,
+    GRPC_TIMEOUT,
+    REQUEST_MESSAGES,
+    RESPONSE_MESSAGES,
+    MethodName,
+    Status,
+    header,
+    is_call,
+    parse_method,
+    parse_timeout,
+    rpc_tags,
+)
+from gateway.grpc_call import Call, status_name, trailers_only
+from gateway.metrics import Metrics
+from gateway.proxy import Upstream, UpstreamRequest
+from gateway.reporter import SpanReporter
+from gateway.request_metrics import RequestMetrics
+from gateway.routing import ActiveRoute, Routing
+from gateway.spans import Exchange
+from gateway.trace_start import TraceStart
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+TRAILERS_EXTENSION = "http.response.trailers"
+HOST = b"host"
+# A call no route serves, or whose route's upstream speaks HTTP/1.1 (which cannot carry trailers): gRPC is not served
+# there, which is what UNIMPLEMENTED tells a client (doc/statuscodes.md: "not implemented or not supported").
+NOT_GRPC_ROUTE = Status.UNIMPLEMENTED
+
+
+class CallHost(Protocol):
+    """What a call needs from the gateway (gateway/app.py's Gateway)."""
+
+    routing: Routing
+    reporter: SpanReporter
+    metrics: Metrics
+
+    def start_trace(
+        self, scope: Scope, route: ActiveRoute, request_headers: list[tuple[bytes, bytes]], client_host: str | None
+    ) -> TraceStart: ...
+
+    def unrouted_trace_response(self) -> list[tuple[bytes, bytes]]: ...
+
+    def h2_upstream(self) -> Upstream: ...
+
+
+def is_grpc_call(scope: Scope) -> bool:
+    """A gRPC call this flow can carry: HTTP/2, a server that can send trailers, a gRPC content-type."""
+    if scope.get("http_version") != "2" or TRAILERS_EXTENSION not in (scope.get("extensions") or {}):
+        return False
+    return is_call(header(scope["headers"], CONTENT_TYPE))
+
+
+class GrpcCalls:
+    def __init__(self, host: CallHost, access_log: AccessLogWriter | None, request_metrics: RequestMetrics) -> None:
+        self._host = host
+        self._access_log = access_log
+        self._request_metrics = request_metrics
+        metrics = host.metrics
+        self._calls = metrics.grpc_calls
+        self._bad_timeouts = metrics.grpc_timeouts_ignored
+        self._no_route = metrics.upstream_errors.labels("no_route")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started, started_wall = time.perf_counter(), time.time()
+        request_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        path: str = scope["path"]
+        client = scope.get("client")
+        client_host = client[0] if client else None
+        host = self._host
+        routing = host.routing
+        route = routing.match(_host_of(request_headers) if routing.routes_by_host else "", path)
+        if route is None or route.route.protocol != "h2c":
+            if route is None:
+                self._no_route.inc()
+            message = "no route for this host and path" if route is None else f"route {route.name!r} is not h2c"
+            await trailers_only(send, NOT_GRPC_ROUTE, message, host.unrouted_trace_response())
+            self._calls.labels(route.name if route else "", "200", NOT_GRPC_ROUTE.name).inc()
+            return
+
+        deadline = self._deadline(request_headers)
+        begun = host.start_trace(scope, route, request_headers, client_host)
+        outgoing = [item for item in begun.outgoing if item[0] != GRPC_TIMEOUT]
+        method = parse_method(path)
+        call = Call(send, begun.trace_response)
+        client_started, client_started_wall = time.perf_counter(), time.time()
+        try:
+            await call.run(
+                host.h2_upstream(),
+                UpstreamRequest("POST", route.upstream.url_for(path, b""), outgoing, None, route.timeout),
+                receive,
+                deadline,
+            )
+        finally:
+            finished = time.perf_counter()
+            self._record(route, begun, call, method, scope, client_host, finished - started)
+            decision = begun.decision
+            route.decisions[(decision.sampled, decision.reason)].inc()
+            host.metrics.request_duration.labels("sampled" if decision.sampled else "not_sampled").observe(
+                finished - started
+            )
+            if decision.sampled:
+                host.reporter.submit(
+                    Exchange(
+                        begun.trace_id,
+                        begun.server_span_id,
+                        begun.client_span_id,
+                        begun.parent_id,
+                        decision.debug,
+                        method.span_name if method is not None else route.span_name("POST", path),
+                        "POST",
+                        path,
+                        begun.host,
+                        call.http_status,
+                        call.upstream_http_status,
+                        call.error,
+                        client_host,
+                        client[1] if client else None,
+                        route.upstream,
+                        started_wall,
+                        finished - started,
+                        client_started_wall,
+                        (call.upstream_finished or finished) - client_started,
+                        begun.tags(
+                            (
+                                *route.tags,
+                                *rpc_tags(method, call.status),
+                                (REQUEST_MESSAGES, str(call.request_messages.messages)),
+                                (RESPONSE_MESSAGES, str(call.response_messages.messages)),
+                            )
+                        ),
+                    ),
+                    begun.reserved,
+                )
+
+    def _deadline(self, headers: list[tuple[bytes, bytes]]) -> float | None:
+        raw = header(headers, GRPC_TIMEOUT)
+        if raw is None:
+            return None
+        seconds = parse_timeout(raw)
+        if seconds is None:
+            self._bad_timeouts.inc()
+        return seconds
+
+    def _record(
+        self,
+        route: ActiveRoute,
+        begun: TraceStart,
+        call: Call,
+        method: MethodName | None,
+        scope: Scope,
+        client_host: str | None,
+        duration: float,
+    ) -> None:
+        self._calls.labels(route.name, str(call.http_status), status_name(call.status)).inc()
+        if call.error_kind is not None:
+            self._host.metrics.upstream_errors.labels(call.error_kind).inc()
+        decision = begun.decision
+        self._request_metrics.observe(route.name, "POST", call.http_status, decision.sampled, duration, begun.trace_id)
+        if self._access_log is not None:
+            self._access_log.write(
+                access_line(
+                    time.time(),
+                    "POST",
+                    scope["path"],
+                    call.http_status,
+                    duration,
+                    begun.trace_id,
+                    route.name,
+                    decision.sampled,
+                    decision.reason,
+                    client_host,
+                    call.error,
+                    grpc_status=call.status,
+                )
+            )
+
+
+def _host_of(headers: list[tuple[bytes, bytes]]) -> str:
+    value = header(headers, HOST)
+    return value.decode("latin-1") if value is not None else ""
