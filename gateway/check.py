@@ -19,7 +19,7 @@ from gateway.masking import mask_header_values, mask_url
 from gateway.reload import LoadedRoutes
 from gateway.routes import Route, RouteFileError
 from gateway.settings import EXPORTER_URLS, Settings, describe, env_name, exporters, has_exporter
-from gateway.tls_checks import tls_problems
+from gateway.tls_checks import tls_configured, tls_problems
 
 Check = Callable[[Settings], list[str]]
 
@@ -111,8 +111,10 @@ def in_force(settings: Settings, loaded: LoadedRoutes | None, default: Route | N
         "listeners": {
             "proxy": f"{settings.host}:{settings.port}",
             "admin": f"{settings.host}:{settings.admin_port}" if settings.admin_port else None,
+            "redirect": f"{settings.host}:{settings.http_redirect_port}" if settings.http_redirect_port else None,
         },
-        "protocols": ["http/1.1"],
+        "protocols": _client_protocols(settings),
+        "upstream_protocols": {route.name: route.protocol for route in routes},
         "workers": settings.workers,
         "upstreams": {route.name: route.upstream.url for route in routes},
         "routes_file": str(settings.routes_file) if settings.routes_file is not None else None,
@@ -125,6 +127,13 @@ def in_force(settings: Settings, loaded: LoadedRoutes | None, default: Route | N
             "trusted_cidrs": [str(network) for network in settings.trusted_cidrs],
         },
     }
+
+
+def _client_protocols(settings: Settings) -> list[str]:
+    """What clients may speak on the proxy port: TLS with ALPN, else cleartext HTTP/1.1 and h2c; WebSocket on either."""
+    if tls_configured(settings):
+        return ["h2 (TLS)", "http/1.1 (TLS)", "websocket (TLS)"]
+    return ["http/1.1", "h2c", "websocket"]
 
 
 def _exporters(settings: Settings) -> dict[str, str]:

@@ -176,7 +176,9 @@ class GrpcCalls:
         if call.error_kind is not None:
             self._host.metrics.upstream_errors.labels(call.error_kind).inc()
         decision = begun.decision
-        self._request_metrics.observe(route.name, "POST", call.http_status, decision.sampled, duration, begun.trace_id)
+        self._request_metrics.observe(
+            route.name, "POST", call.http_status, decision.sampled, duration, begun.trace_id, status_name(call.status)
+        )
         if self._access_log is not None:
             self._access_log.write(
                 access_line(

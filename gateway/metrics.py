@@ -138,9 +138,9 @@ class Metrics:
         # Operating it (gateway/request_metrics.py): children are made on first use, exemplars on sampled requests.
         self.http_request_duration = Histogram(
             "gateway_http_request_duration_seconds",
-            "Time from request start to the end of the response, by route, method, status class and decision; "
-            "sampled requests' buckets carry their trace id as an exemplar (OpenMetrics).",
-            ["route", "method", "status_class", "decision"],
+            "Time from request start to the end of the response, by route, method, status class, gRPC status (empty "
+            "for other requests) and decision; sampled requests' buckets carry their trace id as an exemplar.",
+            ["route", "method", "status_class", "grpc_status", "decision"],
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )

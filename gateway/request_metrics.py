@@ -1,9 +1,10 @@
-"""Each request's latency by route, method, status class and decision, with its trace id as an exemplar.
+"""Each request's latency by route, method, status class, gRPC status and decision, with its trace id as an exemplar.
 
 The labels are bounded: route names come from the route table, methods outside the standard ones count as
-"other", statuses as their class. A child is made on a combination's first request and kept in a dict, so a
-request pays one dict lookup rather than prometheus-client's `labels()` (which validates and locks); making
-every combination up front would show a hundred empty series per route.
+"other", statuses as their class, gRPC statuses by name (empty for a request that is not a gRPC call). A child is
+made on a combination's first request and kept in a dict, so a request pays one dict lookup rather than
+prometheus-client's `labels()` (which validates and locks); making every combination up front would show a hundred
+empty series per route.
 
 Exemplars exist only in the OpenMetrics exposition, and prometheus-client's multiprocess mode does not store them
 (`MultiProcessValue.set_exemplar` is a no-op): with several workers none is recorded, so none is built.
@@ -33,18 +34,25 @@ class RequestMetrics:
     def __init__(self, histogram: LabelledHistogram, exemplars: bool) -> None:
         self._histogram = histogram
         self._exemplars = exemplars
-        self._children: dict[tuple[str, str, int, bool], Observer] = {}
+        self._children: dict[tuple[str, str, int, str, bool], Observer] = {}
 
     def observe(
-        self, route: str, method: str, status: int | None, sampled: bool, duration: float, trace_id: int
+        self,
+        route: str,
+        method: str,
+        status: int | None,
+        sampled: bool,
+        duration: float,
+        trace_id: int,
+        grpc_status: str = "",
     ) -> None:
         method = _METHOD_LABELS.get(method, OTHER_METHOD)
         status_class = status // 100 if status is not None and 100 <= status <= 599 else 0
-        key = (route, method, status_class, sampled)
+        key = (route, method, status_class, grpc_status, sampled)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self._histogram.labels(
-                route, method, STATUS_CLASSES[status_class], "sampled" if sampled else "not_sampled"
+                route, method, STATUS_CLASSES[status_class], grpc_status, "sampled" if sampled else "not_sampled"
             )
         if sampled and self._exemplars:
             child.observe(duration, {EXEMPLAR_LABEL: format_trace_id(trace_id)})

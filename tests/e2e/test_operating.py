@@ -70,7 +70,8 @@ def test_the_startup_lines_say_what_is_in_force_and_name_a_mistyped_variable(
     assert in_force["sample_rate"] == 1.0
     assert in_force["exporters"] == {"zipkin": collector.spans_url}
     assert in_force["trust"] == {"all_clients": False, "trusted_cidrs": ["10.0.0.0/8"]}
-    assert in_force["protocols"] == ["http/1.1"]
+    assert in_force["protocols"] == ["http/1.1", "h2c", "websocket"]
+    assert in_force["upstream_protocols"] == {"default": "http1"}
     assert not any("no span exporter" in line["msg"] for line in lines)
 
 
@@ -96,7 +97,7 @@ def test_openmetrics_scrapes_carry_the_sampled_requests_trace_ids_as_exemplars(
     classic = gateway.metrics()
     assert " # {" not in classic.text
     assert not [sample.name for sample in classic.samples if sample.name.endswith("_created")]
-    labels = {"route": "default", "method": "POST", "status_class": "2xx", "decision": "sampled"}
+    labels = {"route": "default", "method": "POST", "status_class": "2xx", "grpc_status": "", "decision": "sampled"}
     assert classic.value("gateway_http_request_duration_seconds_count", **labels) == 1
 
 
@@ -110,6 +111,6 @@ def test_with_several_workers_the_histogram_is_summed_and_no_exemplar_is_claimed
     scrape = httpx.get(f"{gateway.admin_url}/metrics", headers={"Accept": OPENMETRICS}, timeout=5)
     assert scrape.headers["content-type"].startswith("application/openmetrics-text")
     assert not [line for line in scrape.text.splitlines() if EXEMPLAR_LINE.match(line)]
-    labels = 'decision="sampled",method="GET",route="default",status_class="2xx"'
+    labels = 'decision="sampled",grpc_status="",method="GET",route="default",status_class="2xx"'
     count = f"gateway_http_request_duration_seconds_count{{{labels}}}"
     assert f"{count} 4.0" in scrape.text, scrape.text

@@ -76,6 +76,14 @@ def _calls(app: Gateway, grpc_status: str) -> float:
     return value or 0.0
 
 
+def _latency_count(app: Gateway, grpc_status: str) -> float:
+    labels = {"route": "default", "method": "POST", "status_class": "2xx", "grpc_status": grpc_status}
+    value = app.metrics.registry.get_sample_value(
+        "gateway_http_request_duration_seconds_count", {**labels, "decision": "sampled"}
+    )
+    return value or 0.0
+
+
 async def test_unary_call_is_relayed_with_trailers_and_traced(gateway: GatewayFactory, echo_server: EchoServer) -> None:
     async with gateway() as app:
         call = await AsgiCall(app, "Unary").run(b"hello")
@@ -95,6 +103,7 @@ async def test_unary_call_is_relayed_with_trailers_and_traced(gateway: GatewayFa
     assert tags["grpc.request_messages"] == "1" and tags["grpc.response_messages"] == "1"
     assert span.error is None
     assert _calls(app, "OK") == 1
+    assert _latency_count(app, "OK") == 1
 
 
 async def test_error_status_with_details_passes_as_trailers_only(gateway: GatewayFactory) -> None:
@@ -108,6 +117,8 @@ async def test_error_status_with_details_passes_as_trailers_only(gateway: Gatewa
     assert headers[b"custom-trailer"] == b"kept"
     assert _tags(app)["rpc.grpc.status_code"] == "5" and _span(app).error == "NOT_FOUND"
     assert _calls(app, "NOT_FOUND") == 1
+    # The latency histogram by gRPC status too: a failed call is a 2xx by HTTP.
+    assert _latency_count(app, "NOT_FOUND") == 1 and _latency_count(app, "OK") == 0
 
 
 async def test_client_streaming_counts_each_message(gateway: GatewayFactory) -> None:

@@ -92,7 +92,22 @@ def test_in_force_says_listeners_upstreams_rate_exporters_and_trust(tmp_path: Pa
         zipkin_url="http://collector:9411/api/v2/spans",
     )
     summary = in_force(settings, *load_routes(settings))
-    assert summary["listeners"] == {"proxy": "0.0.0.0:8080", "admin": None}
+    assert summary["listeners"] == {"proxy": "0.0.0.0:8080", "admin": None, "redirect": None}
+    assert summary["protocols"] == ["http/1.1", "h2c", "websocket"]
     assert summary["upstreams"] == {"api": "http://api.internal:8080", "default": "http://web-svc.emojivoto"}
+    assert summary["upstream_protocols"] == {"api": "http1", "default": "http1"}
     assert (summary["sample_rate"], summary["exporters"]) == (0.1, {"zipkin": "http://collector:9411/api/v2/spans"})
     assert summary["trust"] == {"all_clients": False, "trusted_cidrs": ["10.0.0.0/8"]}
+
+
+def test_in_force_names_the_tls_protocols_when_the_listener_speaks_tls(tmp_path: Path):
+    settings = Settings(
+        _env_file=None,
+        upstream_url=UPSTREAM,
+        tls_cert_file=tmp_path / "tls.crt",
+        tls_key_file=tmp_path / "tls.key",
+        http_redirect_port=8081,
+    )
+    summary = in_force(settings, *load_routes(settings))
+    assert summary["protocols"] == ["h2 (TLS)", "http/1.1 (TLS)", "websocket (TLS)"]
+    assert summary["listeners"]["redirect"] == "0.0.0.0:8081"

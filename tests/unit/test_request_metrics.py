@@ -38,7 +38,13 @@ def sample_value(metric: Histogram, suffix: str, **labels: str) -> float | None:
 def test_labels_are_bounded(method, status, method_label, status_class):
     metric = histogram()
     RequestMetrics(metric, exemplars=True).observe("web", method, status, False, 0.01, TRACE_ID)
-    labels = {"route": "web", "method": method_label, "status_class": status_class, "decision": "not_sampled"}
+    labels = {
+        "route": "web",
+        "method": method_label,
+        "status_class": status_class,
+        "grpc_status": "",
+        "decision": "not_sampled",
+    }
     assert sample_value(metric, "_count", **labels) == 1
 
 
