@@ -14,6 +14,7 @@ import pytest
 from tests.e2e.conftest import Collector, Gateway, gateway_env, run_gateway
 from tests.grpc.servers import DETAILS_BIN, SERVICE, UNLIMITED, EchoServer
 from tests.support import LOOPBACK, free_port
+from tests.tls_support import CertificateFactory, write_plain
 
 pytestmark = pytest.mark.e2e
 
@@ -128,3 +129,34 @@ def test_an_upstream_dying_mid_stream_fails_the_call_not_the_gateway(
     with pytest.raises(grpc.RpcError) as after:
         _method(channel, "unary_unary", "Unary")(b"x", timeout=10)
     assert after.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_calls_over_tls_are_proxied_and_traced_like_h2c(
+    tmp_path: Path, echo_server: EchoServer, collector: Collector
+) -> None:
+    # The gateway terminates TLS (ALPN h2) and speaks h2c upstream, as it does for a meshed gRPC service.
+    certificates = CertificateFactory()
+    cert, key = write_plain(tmp_path / "tls", certificates.issue("localhost"))
+    env = gateway_env(
+        None,
+        collector,
+        upstream_url=f"http://{LOOPBACK}:{echo_server.port}",
+        upstream_protocol="h2c",
+        tls_cert_file=str(cert),
+        tls_key_file=str(key),
+    )
+    credentials = grpc.ssl_channel_credentials(root_certificates=certificates.ca.cert_pem.bytes())
+    with (
+        run_gateway(tmp_path, env) as gateway,
+        grpc.secure_channel(f"localhost:{gateway.port}", credentials, options=UNLIMITED) as channel,
+    ):
+        assert _method(channel, "unary_unary", "Unary")(b"over tls", timeout=10) == b"over tls"
+        replies = list(_method(channel, "stream_stream", "Chat")(iter([b"x", b"y"]), timeout=10))
+        assert replies == [b"echo:x", b"echo:y"]
+        with pytest.raises(grpc.RpcError) as caught:
+            _method(channel, "unary_unary", "Unary")(b"fail:not here", timeout=10)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND and caught.value.details() == "not here"
+    spans = _spans_of(collector, 3)
+    assert len({span["traceId"] for span in spans}) == 3
+    server_spans = [span for span in spans if span["kind"] == "SERVER"]
+    assert sorted(span["tags"]["rpc.grpc.status_code"] for span in server_spans) == ["0", "0", "5"]
