@@ -326,7 +326,8 @@ def test_forged_trace_context_from_an_untrusted_client_is_never_honoured(
     sent = dict(headers)
     # Sampled at rate 0.0 whatever the client claims, with a context of the gateway's own.
     assert sent["x-b3-sampled"] == "0" and "x-b3-flags" not in sent
-    assert sent["traceparent"].endswith("-00") and sent["b3"].split("-")[2] == "0"
+    # 02: not sampled, and the Random flag, as the id is the gateway's own (W3C Trace Context Level 2).
+    assert sent["traceparent"].endswith("-02") and sent["b3"].split("-")[2] == "0"
     assert FORGED_TRACE_ID[16:] not in str(headers) and FORGED_SPAN_ID not in str(headers)
     assert "tracestate" not in sent and "l5d-dst-override" not in sent
     assert b"traceresponse: 00-" in answer and b"-00\r\n" in answer.split(b"traceresponse: ", 1)[1][:60]
