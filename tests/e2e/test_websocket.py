@@ -224,7 +224,8 @@ def test_one_decision_and_two_spans_per_session_lasting_it_with_its_tags(
     metrics = ws_gateway.metrics()
     assert metrics.value("gateway_requests_total", decision="sampled") == 1
     assert metrics.value("gateway_http_request_duration_seconds_count", status_class="1xx", method="GET") == 1
-    access = [json.loads(line) for line in ws_gateway.output().splitlines() if '"websocket"' in line]
+    logged = [json.loads(line) for line in ws_gateway.output().splitlines() if '"websocket"' in line]
+    access = [line for line in logged if "websocket" in line]  # the session's line, not the startup summary
     assert [line["websocket"]["close_code"] for line in access] == [4002]
     assert access[0]["status"] == 101 and access[0]["trace_id"].rjust(32, "0") == trace_id
 
