@@ -29,7 +29,6 @@ from gateway.forwarding import request_target_problem
 from gateway.metrics import CLIENT_ERROR_KINDS, Metrics
 from gateway.settings import Settings
 
-PROTOCOL = "gateway.client_guard:GuardedHttpToolsProtocol"
 # After refusing a request, how long the gateway goes on reading (and discarding) what the client still sends, so
 # that closing with unread input does not reset the connection before the client has read the refusal: nginx's
 # lingering close.
