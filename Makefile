@@ -6,12 +6,8 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test lint typecheck unit bench bench-instructions bench-protocols loadtest soak fuzz image-test clean
 
-$(STAMP): pyproject.toml setup.py gateway/_spanjson.c
+$(STAMP): pyproject.toml
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || tools/ensure-debian-packages.sh python3-venv
-	@# The span encoder's C extension (setup.py) needs a compiler and Python's headers.
-	@tools/ensure-debian-packages.sh gcc:gcc
-	@$(PYTHON) -c "import os, sysconfig; assert os.path.exists(sysconfig.get_path('include') + '/Python.h')" \
-		2>/dev/null || tools/ensure-debian-packages.sh python3-dev
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

@@ -27,10 +27,10 @@ from gateway.span_payload import (
     GzipSpanList,
     Payload,
     SpanEncoder,
-    ZipkinJsonEncoder,
     encode_slice,
 )
 from gateway.spans import Exchange
+from gateway.zipkin_json import ZipkinJsonEncoder
 
 # The most JSON (before compression) in one POST: a batch whose texts are long is split.
 MAX_BATCH_BYTES = 4 * 1024 * 1024

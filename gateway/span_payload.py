@@ -14,9 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from py_zipkin.encoding import Endpoint
-
-from gateway.span_json import SliceEncoder
 from gateway.spans import Exchange
 
 try:
@@ -60,19 +57,6 @@ class SpanEncoder(Protocol):
     def encode(self, exchanges: Sequence[Exchange]) -> bytes: ...
 
 
-class ZipkinJsonEncoder:
-    """Zipkin v2 JSON (``ListOfSpans``) for one local endpoint, written by ``SliceEncoder`` (C, else Python)."""
-
-    __slots__ = ("_slices",)
-    framing = JSON_LIST
-
-    def __init__(self, local: Endpoint | SliceEncoder) -> None:
-        self._slices = local if isinstance(local, SliceEncoder) else SliceEncoder(local)
-
-    def encode(self, exchanges: Sequence[Exchange]) -> bytes:
-        return b"[" + self._slices.items(exchanges) + b"]"
-
-
 class Payload:
     """Encoded spans and how many there are: a JSON list from ``encode_slice``, gzipped from ``GzipSpanList``."""
 
@@ -83,19 +67,17 @@ class Payload:
         self.spans = spans
 
 
-def encode_slice(exchanges: Sequence[Exchange], encoder: SliceEncoder | SpanEncoder) -> Payload:
-    """The spans of a few exchanges as one JSON list, with the garbage collector paused while it is built.
+def encode_slice(exchanges: Sequence[Exchange], encoder: SpanEncoder) -> Payload:
+    """The spans of a few exchanges as one document, with the garbage collector paused while it is built.
 
-    The C encoder makes no Python objects but the result; the Python one (its fallback) builds span dicts, which
-    live only inside this call and are freed by refcount before the collector resumes, so they never set off a
-    collection. Built with it running, they were most of the young-generation collections at rate 1.0, and each
-    one scanned and promoted the dicts of the batch being built (docs/performance.md).
+    The encoders build span dicts or messages that live only inside this call and are freed by refcount before the
+    collector resumes, so they never set off a collection. Built with it running, they were most of the
+    young-generation collections at rate 1.0, and each one scanned and promoted the dicts of the batch being built
+    (docs/performance.md).
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
-        if isinstance(encoder, SliceEncoder):
-            encoder = ZipkinJsonEncoder(encoder)
         return Payload(encoder.encode(exchanges), SPANS_PER_EXCHANGE * len(exchanges))
     finally:
         if enabled:

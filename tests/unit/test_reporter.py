@@ -16,15 +16,15 @@ from gateway.reporter import (
     RetryableError,
 )
 from gateway.routes import parse_upstream
-from gateway.span_json import SliceEncoder
 from gateway.span_payload import SPANS_PER_EXCHANGE, GzipSpanList, encode_slice, gzipped
 from gateway.spans import Exchange, local_endpoint
+from gateway.zipkin_json import ZipkinJsonEncoder
 from tests.support import ThreadedServer
 
 pytestmark = pytest.mark.anyio
 
 LOCAL = local_endpoint("ingress-gateway", "127.0.0.1", 8080)
-ENCODER = SliceEncoder(LOCAL)
+ENCODER = ZipkinJsonEncoder(LOCAL)
 
 
 def exchange(n: int, path: str = "/") -> Exchange:

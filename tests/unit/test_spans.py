@@ -17,8 +17,8 @@ from py_zipkin.encoding import Endpoint, Span
 
 from gateway.context import MAX_64BIT, MAX_128BIT
 from gateway.routes import parse_upstream
-from gateway.span_payload import ZipkinJsonEncoder
-from gateway.spans import Exchange, build_spans, encode_batch, local_endpoint
+from gateway.spans import Exchange, local_endpoint
+from gateway.zipkin_json import ZipkinJsonEncoder, encode_spans
 from tests.support import REPO_ROOT
 
 SHARED_SPEC = REPO_ROOT.parent / "shared" / "specs" / "zipkin2-api.yaml"
@@ -59,7 +59,7 @@ def make_exchange(**overrides: Any) -> Exchange:
 
 
 def encoded(*spans: Span) -> list[dict[str, Any]]:
-    payload = encode_batch(spans)
+    payload = encode_spans(spans)
     assert isinstance(payload, bytes)
     decoded = json.loads(payload)
     validator("ListOfSpans").validate(decoded)
@@ -129,7 +129,7 @@ def test_the_schema_accepts_the_specs_own_example():
     validator("Span").validate(spec["definitions"]["Span"]["example"])
 
 
-# --- build_spans -----------------------------------------------------------------------------------------------
+# --- an exchange's spans --------------------------------------------------------------------------------------------
 
 
 def test_a_root_exchange_becomes_a_server_span_and_its_client_child():
@@ -191,14 +191,6 @@ def test_an_exchange_that_joined_a_trusted_trace_has_the_incoming_span_as_parent
         },
     }
     assert (client["traceId"], client["parentId"], client["debug"]) == ("48485a3953bb6124", "a2fb4a1d1a96d312", True)
-
-
-def test_build_spans_gives_py_zipkin_spans():
-    server, client = build_spans(make_exchange(debug=True), LOCAL)
-    assert (server.kind, client.kind) == (Kind.SERVER, Kind.CLIENT)
-    assert (server.debug, client.debug) == (True, True)
-    assert (server.local_endpoint, client.local_endpoint) == (LOCAL, LOCAL)
-    assert server.tags is not client.tags  # neither span's tags can change the other's
 
 
 @pytest.mark.parametrize(
@@ -333,7 +325,7 @@ def test_local_endpoint_never_looks_a_name_up(monkeypatch):
     assert local_endpoint("ingress-gateway", "never-resolved.invalid", 8080).ipv4 is None
 
 
-# --- encode_batch ----------------------------------------------------------------------------------------------
+# --- encode_spans -----------------------------------------------------------------------------------------------
 
 
 def span(**overrides: Any) -> Span:
@@ -375,7 +367,7 @@ def test_unknown_duration_stays_absent():
 
 def test_clamping_leaves_the_span_itself_alone():
     tiny = span(duration=1e-9)
-    encode_batch([tiny])
+    encode_spans([tiny])
     assert tiny.duration == 1e-9
 
 
@@ -406,13 +398,12 @@ def test_a_batch_is_one_json_list_in_order():
 
 
 def test_an_empty_batch_is_an_empty_list():
-    assert encode_batch([]) == b"[]"
+    assert encode_spans([]) == b"[]"
 
 
 def test_non_ascii_names_and_tags_are_valid_utf8_json():
-    payload = encode_batch(
-        build_spans(make_exchange(name="GET /café", path="/café", host="xn--caf-dma.example"), LOCAL)
-    )
+    exchange = make_exchange(name="GET /café", path="/café", host="xn--caf-dma.example")
+    payload = ZipkinJsonEncoder(LOCAL).encode([exchange])
     assert json.loads(payload.decode("utf-8"))[0]["tags"]["http.path"] == "/café"
 
 
@@ -453,51 +444,3 @@ def test_every_exchange_encodes_to_spans_the_spec_accepts(
     assert server.get("parentId") == (None if parent_id is None else f"{parent_id:016x}")
     assert server["duration"] >= 1 and client_span["duration"] >= 1
     assert server.get("debug", False) is client_span.get("debug", False) is debug
-
-
-def _py_zipkin_json(span: Span) -> dict[str, Any]:
-    """What py_zipkin's own V2 JSON encoder writes for a span, with the two documented corrections applied."""
-    from py_zipkin.encoding._encoders import _V2JSONEncoder
-
-    expected: dict[str, Any] = json.loads(_V2JSONEncoder().encode_span(span))
-    if span.debug:
-        expected["debug"] = True
-    if span.duration is not None:
-        expected["duration"] = max(1, int(span.duration * 1000000))
-    return expected
-
-
-@given(
-    trace_id=st.integers(min_value=1, max_value=MAX_128BIT),
-    parent_id=st.one_of(st.none(), _IDS),
-    debug=st.booleans(),
-    status_codes=st.tuples(*[st.one_of(st.none(), st.integers(min_value=100, max_value=599))] * 2),
-    error=st.one_of(st.none(), st.text(max_size=20)),
-    durations=st.tuples(_SECONDS, _SECONDS),
-    client=st.sampled_from([("203.0.113.7", 4000), ("2001:db8::7", 1), ("testclient", None), (None, None)]),
-    path=st.text(max_size=30),
-    tags=st.lists(st.tuples(st.sampled_from(["team", "tier", "http.path", "error"]), st.text(max_size=8)), max_size=3),
-)
-def test_both_encodings_match_py_zipkins_encoder_span_for_span(
-    trace_id, parent_id, debug, status_codes, error, durations, client, path, tags
-):
-    exchange = dataclasses.replace(
-        make_exchange(),
-        trace_id=trace_id,
-        parent_id=parent_id,
-        debug=debug,
-        status_code=status_codes[0],
-        upstream_status_code=status_codes[1],
-        error=error,
-        server_duration=durations[0],
-        client_duration=durations[1],
-        client_host=client[0],
-        client_port=client[1],
-        path=path,
-        name=f"GET {path}",
-        tags=tuple(tags),
-    )
-    spans = build_spans(exchange, LOCAL)
-    expected = [_py_zipkin_json(span) for span in spans]
-    assert json.loads(encode_batch(spans)) == expected
-    assert json.loads(ZipkinJsonEncoder(LOCAL).encode([exchange])) == expected

@@ -17,7 +17,7 @@ from py_zipkin.encoding import Span
 from gateway.logs import RateLimitedLog
 from gateway.reporter import RejectedError, RetryableError, SpanSender
 from gateway.span_payload import gzipped
-from gateway.spans import encode_batch
+from gateway.zipkin_json import encode_spans
 
 DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_BATCH_SIZE = 200
@@ -84,7 +84,7 @@ class SpanBatcher:
 
     async def _send(self, batch: list[Span]) -> None:
         try:
-            await self._sender.send(gzipped(encode_batch(batch)))
+            await self._sender.send(gzipped(encode_spans(batch)))
         except (RetryableError, RejectedError) as exc:
             self.dropped += len(batch)
             self._failure_log.warning(f"could not report {len(batch)} spans: {exc}")

@@ -16,7 +16,8 @@ from gateway.devtools.mesh.votebot import DOUGHNUT_SHARE, Tally, pick_choice
 from gateway.devtools.mesh.voting import Ballot, BrokenChoiceError
 from gateway.reporter import RetryableError
 from gateway.sampling import RatioSampler
-from gateway.spans import encode_batch, local_endpoint
+from gateway.spans import local_endpoint
+from gateway.zipkin_json import encode_spans
 from tests.support import FixedIds
 
 TRACE, CALLER, SERVER_ID, CLIENT_ID = 0xA1, 0xB2, 0xC3, 0xD4
@@ -103,7 +104,7 @@ def test_spans_encode_as_zipkin_v2_with_http_tags():
     remote = local_endpoint("voting", "127.0.0.1", 8083)
     call = HttpCall("POST", "/vote", start=1700000000.25, duration=0.0015, status_code=500, remote=remote)
 
-    [encoded] = json.loads(encode_batch([tracer().client_span(context, call)]))
+    [encoded] = json.loads(encode_spans([tracer().client_span(context, call)]))
 
     assert encoded == {
         "traceId": "00000000000000a1",
