@@ -7,7 +7,8 @@ import textwrap
 import pytest
 
 from gateway import client_guard
-from gateway.client_guard import ClientLimits, raise_open_file_limit
+from gateway.client_guard import ClientLimits
+from gateway.open_file_limit import raise_open_file_limit
 from gateway.settings import Settings
 
 
@@ -35,7 +36,7 @@ def test_the_soft_open_files_limit_is_lifted_to_the_hard_one() -> None:
     script = textwrap.dedent(
         """
         import resource
-        from gateway.client_guard import raise_open_file_limit
+        from gateway.open_file_limit import raise_open_file_limit
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
         wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
@@ -84,7 +85,7 @@ def test_uvicorn_still_hands_upgrades_to_the_overridable_method() -> None:
     # renamed the method, sessions could no longer be cut off.
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    from gateway.client_guard import GuardedHttpToolsProtocol
+    from gateway.http1_protocol import GuardedHttpToolsProtocol
 
     assert "handle_websocket_upgrade" in vars(HttpToolsProtocol)
     assert "handle_websocket_upgrade" in vars(GuardedHttpToolsProtocol)
