@@ -138,7 +138,7 @@ def current_limits() -> ClientLimits:
 
 
 def count_refusal(kind: str) -> None:
-    """Counts a client refused or cut off under `kind` (one of metrics.CLIENT_ERROR_KINDS), for the other protocols."""
+    """Counts a client refused or cut off under `kind` (one of metrics.CLIENT_ERROR_KINDS)."""
     _guard.count(kind)
 
 

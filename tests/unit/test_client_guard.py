@@ -58,8 +58,12 @@ def test_lifting_a_limit_already_at_its_hardest_changes_nothing() -> None:
 
 
 class _FakeTransport:
-    def __init__(self) -> None:
+    def __init__(self, peer: object = None) -> None:
         self.aborted = False
+        self.peer = peer
+
+    def get_extra_info(self, name: str) -> object:
+        return self.peer if name == "peername" else None
 
     def abort(self) -> None:
         self.aborted = True
@@ -76,6 +80,18 @@ def test_cut_off_aborts_the_upgraded_connection_of_that_client_only() -> None:
         client_guard.cut_off(("127.0.0.1", 4000))  # a second call finds nothing: no double abort, no error
         client_guard.cut_off(None)
         assert mine.aborted and not other.aborted
+    finally:
+        client_guard._guard.upgraded.clear()
+
+
+def test_a_tracked_upgrade_is_cut_off_by_its_client_address() -> None:
+    tracked, unknown = _FakeTransport(("127.0.0.1", 4002)), _FakeTransport(None)
+    try:
+        client_guard.track_upgraded(tracked)  # type: ignore[arg-type]
+        client_guard.track_upgraded(unknown)  # type: ignore[arg-type]  # no address: nothing to cut off by
+        assert list(client_guard._guard.upgraded) == [("127.0.0.1", 4002)]
+        client_guard.cut_off(("127.0.0.1", 4002))
+        assert tracked.aborted
     finally:
         client_guard._guard.upgraded.clear()
 
