@@ -31,7 +31,7 @@ test: $(STAMP) lint typecheck
 # protocol beside nginx (bench/protocols.py); the exit status is bench/run.py's checks' unless the second fails.
 bench: $(STAMP)
 	tools/ensure-debian-packages.sh nginx:nginx wrk:wrk taskset:util-linux h2load:nghttp2-client
-	$(PY) bench/run.py; status=$$?; $(PY) bench/protocols.py || exit $$?; $(PY) bench/grpc_bench.py || exit $$?; exit $$status
+	$(PY) bench/run.py; status=$$?; $(PY) bench/protocols.py || exit $$?; exit $$status
 
 # The gateway beside nginx on HTTP/2 (h2c, TLS), TLS HTTP/1.1, unary gRPC and WebSocket (bench/protocols.py); rows
 # whose protocol the gateway does not speak yet say so and measure nginx alone.

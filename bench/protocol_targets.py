@@ -15,7 +15,8 @@ from gateway.settings import Settings
 GRPC_PATH = "/bench.Echo/Unary"
 # A unary gRPC message on the wire: not compressed (0), its length (4 bytes, big-endian), then the protobuf bytes
 # (field 1, a string, "hello").
-GRPC_MESSAGE = b"\x00\x00\x00\x00\x07" + b"\x0a\x05hello"
+GRPC_PAYLOAD = b"\x0a\x05hello"
+GRPC_MESSAGE = b"\x00\x00\x00\x00\x07" + GRPC_PAYLOAD
 GRPC_HEADERS = ("content-type: application/grpc", "te: trailers")
 
 # One nginx, one worker, a server per protocol, each proxying to the upstream as the gateway does: HTTP/1.1 with
@@ -156,6 +157,18 @@ def missing_setting(name: str) -> str | None:
     if name in Settings.model_fields:
         return None
     return f"this gateway has no GATEWAY_{name.upper()} setting yet"
+
+
+def grpc_call_problem(port: int, timeout: float = 10.0) -> str | None:
+    """What is wrong with a real unary gRPC call to GRPC_PATH at `port`, if anything (None: the responder's reply)."""
+    import grpc  # a dev dependency; imported here so that --help works without it
+
+    with grpc.insecure_channel(f"{LOOPBACK}:{port}") as channel:
+        try:
+            reply = channel.unary_unary(GRPC_PATH)(GRPC_PAYLOAD, timeout=timeout)
+        except grpc.RpcError as exc:
+            return f"a gRPC call failed: {exc.code()} {exc.details()}"
+    return None if reply == GRPC_PAYLOAD else f"a gRPC call returned {reply!r}, not {GRPC_PAYLOAD!r}"
 
 
 def websocket_handshake_status(port: int, timeout: float = 5.0) -> str:

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -130,14 +130,16 @@ class ProtocolBench:
         grpc_root, self.grpc_request = pt.write_grpc_files(w)
         self.sink = targets.start_sink(self.stack, w, load)
         self.upstream = targets.start_upstream(self.stack, w, load)
-        self.grpc_upstream = self._nginx(
-            "grpc-upstream", load, lambda p, port: pt.grpc_responder_config(p, grpc_root, port)
+        self.grpc_upstream = targets.start_nginx(
+            self.stack, "grpc-upstream", w, load, lambda p, port: pt.grpc_responder_config(p, grpc_root, port)
         )
         ws_port = services.free_port()
         echo = [sys.executable, str(BENCH_DIR / "ws_load.py"), "echo", str(ws_port)]
         self.ws_upstream = services.start(self.stack, "ws-echo", echo, cpus=load, port=ws_port, log_dir=w)
-        self.nginx = self._nginx(
+        self.nginx = targets.start_nginx(
+            self.stack,
             "nginx-protocols",
+            w,
             self.proxy,
             lambda prefix, _: pt.proxy_config(
                 prefix,
@@ -191,18 +193,10 @@ class ProtocolBench:
             upstream = self.ws_upstream.url
         port = services.free_port()
         env = targets.gateway_env(os.environ, GATEWAY, port=port, upstream=upstream, sink=self.sink.url, extra=extra)
-        cwd = self.workdir / f"gateway-{row.name}"
-        cwd.mkdir()
-        command = [str(targets.GATEWAY_SCRIPT)]
+        name, command, w = f"gateway-{row.name}", [str(targets.GATEWAY_SCRIPT)], self.workdir
+        (w / name).mkdir()
         gateway = services.start(
-            self.stack,
-            f"gateway-{row.name}",
-            command,
-            cpus=self.proxy,
-            port=port,
-            log_dir=self.workdir,
-            env=env,
-            cwd=cwd,
+            self.stack, name, command, cpus=self.proxy, port=port, log_dir=w, env=env, cwd=w / name
         )
         problem = self._probe(row, port)
         if problem is not None:
@@ -223,7 +217,8 @@ class ProtocolBench:
             return f"the gateway does not answer HTTP/2 here yet: {str(exc).splitlines()[0]}"
         if result.requests != 1:
             return "the gateway does not answer HTTP/2 here yet (h2load: its one request failed)"
-        return None
+        # h2load sees HTTP statuses only; a failed gRPC call is a 200 with an error in its trailers.
+        return pt.grpc_call_problem(port) if row.name == "grpc" else None
 
     def _measure(self, service: Service, row: Row, port: int) -> Measured:
         for seconds, recorded in ((self.args.warmup, False), (self.args.duration, True)):
@@ -256,7 +251,7 @@ class ProtocolBench:
     def _websocket_load(self, port: int, seconds: int) -> tuple[int, int, float, float, str]:
         url = f"ws://{LOOPBACK}:{port}/ws"
         client = [sys.executable, str(BENCH_DIR / "ws_load.py"), "load", url, str(CONNECTIONS), str(seconds)]
-        args = [*_pinned(self.load), *client, str(WS_MESSAGE_BYTES)]
+        args = ["taskset", "--cpu-list", ",".join(map(str, self.load)), *client, str(WS_MESSAGE_BYTES)]
         done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60, check=True)
         figures = json.loads(done.stdout)
         latency = f"p99 {figures['p99_ms']:.2f} ms"
@@ -276,17 +271,6 @@ class ProtocolBench:
             headers=pt.GRPC_HEADERS if grpc else (),
         )
 
-    def _nginx(
-        self, name: str, cpus: list[int], config: Callable[[Path, int], str], port: int | None = None
-    ) -> Service:
-        prefix = self.workdir / name
-        prefix.mkdir()
-        port = port or services.free_port()
-        conf = prefix / "nginx.conf"
-        conf.write_text(config(prefix, port))
-        args = ["nginx", "-p", str(prefix), "-c", str(conf), "-e", "stderr"]
-        return services.start(self.stack, name, args, cpus=cpus, port=port, log_dir=self.workdir)
-
 
 def _figures(measured: Measured) -> str:
     failed = f", {measured.failed} FAILED" if measured.failed else ""
@@ -294,10 +278,6 @@ def _figures(measured: Measured) -> str:
         f"{measured.per_second:>10,.0f}/s  {measured.latency}  {measured.cpu_us_per_unit:6.0f} us CPU per unit"
         f"  ({measured.count:,} in {measured.seconds:.1f} s{failed})"
     )
-
-
-def _pinned(cpus: Sequence[int]) -> list[str]:
-    return ["taskset", "--cpu-list", ",".join(map(str, cpus))]
 
 
 def _write_results(results: list[dict[str, object]], args: argparse.Namespace) -> Path:

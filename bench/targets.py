@@ -130,7 +130,7 @@ def start_upstream(stack: ExitStack, workdir: Path, cpus: Sequence[int]) -> Serv
     # nginx started by root serves files as "nobody": the temporary directory must be readable.
     for path in (workdir, root, *root.iterdir()):
         path.chmod(0o755)
-    return _start_nginx(stack, UPSTREAM, workdir, cpus, lambda prefix, port: upstream_config(prefix, root, port))
+    return start_nginx(stack, UPSTREAM, workdir, cpus, lambda prefix, port: upstream_config(prefix, root, port))
 
 
 def start_sink(stack: ExitStack, workdir: Path, cpus: Sequence[int]) -> Service:
@@ -168,7 +168,7 @@ def start_target(
     if target.name == UPSTREAM:
         return upstream
     if not target.is_gateway and target.name.startswith(NGINX):
-        return _start_nginx(
+        return start_nginx(
             stack,
             target.name,
             workdir,
@@ -191,10 +191,13 @@ def start_target(
     raise ValueError(f"unknown target {target.name!r}")
 
 
-def _start_nginx(stack: ExitStack, name: str, workdir: Path, cpus: Sequence[int], config: _Config) -> Service:
+def start_nginx(
+    stack: ExitStack, name: str, workdir: Path, cpus: Sequence[int], config: _Config, port: int | None = None
+) -> Service:
+    """nginx with the configuration `config(prefix, port)` gives, on `port` (a free one if None)."""
     prefix = workdir / name
     prefix.mkdir()
-    port = free_port()
+    port = port or free_port()
     conf = prefix / "nginx.conf"
     conf.write_text(config(prefix, port))
     # -e: errors before the configuration is read go to the service's log too, not to /var/log/nginx.

@@ -69,9 +69,9 @@ def serve(settings: Settings) -> int:
 def _serve(settings: Settings) -> int:
     import uvicorn
 
-    from gateway.client_guard import raise_open_file_limit
     from gateway.edge import PROTOCOL
     from gateway.logs import logging_config
+    from gateway.open_file_limit import raise_open_file_limit
 
     log_config = logging_config(settings.log_level)
     logging.config.dictConfig(log_config)
@@ -92,7 +92,7 @@ def _serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        # HTTP/1.1 (httptools, with a bounded request head and deadlines for slow clients: gateway/client_guard.py) or
+        # HTTP/1.1 (httptools, with a bounded request head and deadlines for slow clients: gateway/http1_protocol.py) or
         # HTTP/2 (gateway/h2_server.py), chosen once per connection by gateway/edge.py.
         http=PROTOCOL,
         timeout_keep_alive=settings.client_keepalive_timeout,

@@ -1,21 +1,22 @@
 """The admin listener: /live, /ready, /metrics and /config, served from the main process beside uvicorn.
 
-It runs in a thread of the process that started uvicorn, so that one port serves every worker: with several
-workers it reads prometheus-client's multiprocess files and the route table each worker wrote; with one, the app's
-own registry and table.
+It runs in a thread of the process that started uvicorn (gateway/threaded_listener.py), so that one port serves
+every worker: with several workers it reads prometheus-client's multiprocess files and the route table each worker
+wrote; with one, the app's own registry and table.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+
+from gateway.threaded_listener import ThreadedListener
 
 READY_METRIC = "gateway_worker_ready"
 
@@ -25,30 +26,17 @@ logger = logging.getLogger("gateway.admin")
 ConfigView = Callable[[], dict[str, Any]]
 
 
-class AdminServer:
+class AdminServer(ThreadedListener):
     """``config_view`` gives the route table in force (`gateway.config_view.merge_views`) for ``GET /config``."""
 
     def __init__(
         self, host: str, port: int, registry: CollectorRegistry, config_view: ConfigView | None = None
     ) -> None:
-        self._registry = registry
-        handler = _handler_for(registry, config_view)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="admin", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
+        super().__init__(host, port, _handler_for(registry, config_view), name="admin")
 
     def start(self) -> None:
-        self._thread.start()
+        super().start()
         logger.info("admin listening on port %d", self.port, extra={"port": self.port})
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
 
 
 def is_ready(registry: CollectorRegistry) -> bool:

@@ -15,8 +15,10 @@ from typing import Any, Protocol
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from gateway.client_guard import ClientLimits, GuardedHttpToolsProtocol, count_refusal, watch_connections
-from gateway.h2_server import Http2Limits, Http2Protocol, configure_http2
+from gateway.client_guard import ClientLimits, count_refusal, watch_connections
+from gateway.h2_limits import Http2Limits, configure_http2
+from gateway.h2_server import Http2Protocol
+from gateway.http1_protocol import GuardedHttpToolsProtocol
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 
@@ -189,7 +191,7 @@ class EdgeProtocol(asyncio.Protocol):
         self._handed_over = True
         protocol: asyncio.Protocol
         if http2:
-            protocol = Http2Protocol(self._config, self._server_state, self._app_state, self._loop)
+            protocol = Http2Protocol(self._config, self._server_state, self._app_state, loop=self._loop)
             _edge.count_opened("h2")
         else:
             protocol = GuardedHttpToolsProtocol(self._config, self._server_state, self._app_state, self._loop)

@@ -1,7 +1,8 @@
-"""One HTTP/2 client connection to an upstream (h2c, prior knowledge) on the `h2` state machine, and its streams.
+"""One HTTP/2 client connection to an upstream (h2c, prior knowledge) on the `h2` state machine.
 
 gateway/h2_upstream.py pools these. A connection reads in a task of its own and hands each stream its events; frames
-go out once per event-loop turn; received data is acknowledged as the caller reads it (flow control).
+go out once per event-loop turn; received data is acknowledged as the caller reads it (flow control). What a
+stream hands its caller is gateway/h2_upstream_stream.py's `Stream`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from gateway.h2_upstream_stream import END, Stream, UpstreamReset
 from gateway.proxy import UpstreamError, UpstreamUnreachable
 
 _READ_CHUNK = 64 * 1024
@@ -27,30 +29,6 @@ _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connecti
 _HOST = b"host"
 _TE = b"te"
 _TE_TRAILERS = (_TE, b"trailers")
-END = object()  # put on a stream's queue after its last data
-
-
-class UpstreamReset(UpstreamError):
-    """The upstream reset the stream (RST_STREAM); `error_code` is its HTTP/2 error code."""
-
-    def __init__(self, error_code: int) -> None:
-        super().__init__(f"upstream reset the stream ({_code_name(error_code)})")
-        self.error_code = error_code
-
-
-class Stream:
-    __slots__ = ("id", "status_code", "headers", "trailers", "data", "response_started", "window", "error", "sender")
-
-    def __init__(self, stream_id: int) -> None:
-        self.id = stream_id
-        self.status_code: int | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.trailers: list[tuple[bytes, bytes]] = []
-        self.data: asyncio.Queue[object] = asyncio.Queue()
-        self.response_started = asyncio.Event()
-        self.window = asyncio.Event()  # set when the send window may have opened
-        self.error: UpstreamError | None = None
-        self.sender: asyncio.Task[None] | None = None
 
 
 class Connection:
@@ -301,10 +279,3 @@ class Connection:
     def _forget(self, stream: Stream) -> None:
         if self._streams.pop(stream.id, None) is not None:
             self._on_release()
-
-
-def _code_name(error_code: int) -> str:
-    try:
-        return h2.errors.ErrorCodes(error_code).name
-    except ValueError:
-        return str(error_code)

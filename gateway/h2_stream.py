@@ -8,15 +8,18 @@ reading one stream holds back that stream's task, not the connection's other str
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from gateway.h2_request import Headers, response_headers, trailer_fields
 
+logger = logging.getLogger("gateway.clients")
+
 
 class StreamConnection(Protocol):
-    """What a stream needs from its connection (gateway/h2_server.py's Http2Protocol)."""
+    """What a stream needs from its connection (gateway/h2_sender.py's FrameSender)."""
 
     def acknowledge(self, stream_id: int, size: int) -> None: ...
 
@@ -80,6 +83,16 @@ class Stream:
         return not self.request_ended and not self._body and not self.disconnected
 
     # --- the app's ---
+
+    async def serve(self, app: Callable[..., Awaitable[None]], scope: dict[str, Any]) -> None:
+        """Runs the app on this stream; if it fails before its response starts, the client gets a 500."""
+        try:
+            await app(scope, self.receive, self.send)
+        except Exception:
+            logger.exception("exception in the app on HTTP/2 stream %d", self.stream_id)
+            if not self.response_started and not self.disconnected:
+                await self.send({"type": "http.response.start", "status": 500, "headers": []})
+                await self.send({"type": "http.response.body", "body": b"internal server error\n"})
 
     async def receive(self) -> dict[str, Any]:
         while True:

@@ -13,7 +13,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-from gateway.h2_connection import END, Connection, Stream, UpstreamReset
+from gateway.h2_connection import Connection
+from gateway.h2_upstream_stream import END, Stream, UpstreamReset
 from gateway.proxy import UpstreamError, UpstreamRequest, UpstreamTimeout
 
 __all__ = ["H2Response", "H2Upstream", "UpstreamReset"]

@@ -1,17 +1,17 @@
 """The optional cleartext listener (GATEWAY_HTTP_REDIRECT_PORT): every request gets 308 to https.
 
-Like the admin listener it runs in a thread of the main (supervisor) process, so that with several workers one
-socket serves it and workers do not compete for the port. It answers and closes: no body is read, no keep-alive,
-and a client that sends nothing is dropped after a few seconds.
+Like the admin listener it runs in a thread of the main (supervisor) process (gateway/threaded_listener.py), so
+that with several workers one socket serves it and workers do not compete for the port. It answers and closes: no
+body is read, no keep-alive, and a client that sends nothing is dropped after a few seconds.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from gateway.https_redirect import redirect_location
+from gateway.threaded_listener import ThreadedListener
 
 SILENT_CLIENT_TIMEOUT = 10.0
 REDIRECT_STATUS = 308
@@ -19,24 +19,13 @@ REDIRECT_STATUS = 308
 logger = logging.getLogger("gateway.redirect")
 
 
-class RedirectServer:
+class RedirectServer(ThreadedListener):
     def __init__(self, host: str, port: int, https_port: int) -> None:
-        self._server = ThreadingHTTPServer((host, port), _handler_for(https_port))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="redirect", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
+        super().__init__(host, port, _handler_for(https_port), name="redirect")
 
     def start(self) -> None:
-        self._thread.start()
+        super().start()
         logger.info("redirecting cleartext HTTP on port %d to https", self.port, extra={"port": self.port})
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
 
 
 def _handler_for(https_port: int) -> type[BaseHTTPRequestHandler]:

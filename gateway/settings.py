@@ -34,10 +34,6 @@ def _split_commas(value: object) -> object:
     return value
 
 
-def _empty_is_none(value: object) -> object:
-    return None if isinstance(value, str) and not value.strip() else value
-
-
 def _http_url(value: str) -> str:
     value = value.strip()
     if not value:
@@ -196,20 +192,15 @@ class Settings(BaseSettings):
         SecretStr(""), description="key=value,key=value sent with every OTLP export (values are never shown)"
     )
 
-    @property
-    def exports_spans(self) -> bool:
-        """Is any span exporter configured (GATEWAY_ZIPKIN_URL or GATEWAY_OTLP_URL)?"""
-        return has_exporter(self)
-
     # TLS termination (gateway/tls.py): the default certificate, more chosen by SNI, renewals, the 308 listener.
-    tls_cert_file: Annotated[Path | None, BeforeValidator(_empty_is_none)] = Field(
+    tls_cert_file: Path | None = Field(
         None,
         description="PEM certificate (a kubernetes.io/tls Secret's tls.crt); with the key, the port speaks TLS only",
     )
-    tls_key_file: Annotated[Path | None, BeforeValidator(_empty_is_none)] = Field(
+    tls_key_file: Path | None = Field(
         None, description="PEM private key of GATEWAY_TLS_CERT_FILE (the Secret's tls.key)"
     )
-    tls_certs_dir: Annotated[Path | None, BeforeValidator(_empty_is_none)] = Field(
+    tls_certs_dir: Path | None = Field(
         None, description="more certificates chosen by SNI: subdirectories each holding tls.crt and tls.key"
     )
     tls_reload_interval: float = Field(

@@ -7,7 +7,8 @@ import textwrap
 import pytest
 
 from gateway import client_guard
-from gateway.client_guard import ClientLimits, raise_open_file_limit
+from gateway.client_guard import ClientLimits
+from gateway.open_file_limit import raise_open_file_limit
 from gateway.settings import Settings
 
 
@@ -35,7 +36,7 @@ def test_the_soft_open_files_limit_is_lifted_to_the_hard_one() -> None:
     script = textwrap.dedent(
         """
         import resource
-        from gateway.client_guard import raise_open_file_limit
+        from gateway.open_file_limit import raise_open_file_limit
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
         wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
@@ -57,8 +58,12 @@ def test_lifting_a_limit_already_at_its_hardest_changes_nothing() -> None:
 
 
 class _FakeTransport:
-    def __init__(self) -> None:
+    def __init__(self, peer: object = None) -> None:
         self.aborted = False
+        self.peer = peer
+
+    def get_extra_info(self, name: str) -> object:
+        return self.peer if name == "peername" else None
 
     def abort(self) -> None:
         self.aborted = True
@@ -79,12 +84,24 @@ def test_cut_off_aborts_the_upgraded_connection_of_that_client_only() -> None:
         client_guard._guard.upgraded.clear()
 
 
+def test_a_tracked_upgrade_is_cut_off_by_its_client_address() -> None:
+    tracked, unknown = _FakeTransport(("127.0.0.1", 4002)), _FakeTransport(None)
+    try:
+        client_guard.track_upgraded(tracked)  # type: ignore[arg-type]
+        client_guard.track_upgraded(unknown)  # type: ignore[arg-type]  # no address: nothing to cut off by
+        assert list(client_guard._guard.upgraded) == [("127.0.0.1", 4002)]
+        client_guard.cut_off(("127.0.0.1", 4002))
+        assert tracked.aborted
+    finally:
+        client_guard._guard.upgraded.clear()
+
+
 def test_uvicorn_still_hands_upgrades_to_the_overridable_method() -> None:
     # GuardedHttpToolsProtocol.handle_websocket_upgrade registers the upgraded transport for cut_off; if uvicorn
     # renamed the method, sessions could no longer be cut off.
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    from gateway.client_guard import GuardedHttpToolsProtocol
+    from gateway.http1_protocol import GuardedHttpToolsProtocol
 
     assert "handle_websocket_upgrade" in vars(HttpToolsProtocol)
     assert "handle_websocket_upgrade" in vars(GuardedHttpToolsProtocol)

@@ -18,7 +18,7 @@ from gateway.otlp import HeaderError, OtlpEncoder, parse_key_values, resource_at
 from gateway.otlp_sender import _retry_after
 from gateway.reporter import Reporter
 from gateway.routes import Upstream
-from gateway.settings import Settings, describe
+from gateway.settings import Settings, describe, has_exporter
 from gateway.span_payload import PROTOBUF, GzipSpanList, encode_slice
 from gateway.spans import W3C_TRACESTATE, Exchange, local_endpoint
 
@@ -190,10 +190,10 @@ def test_a_bad_otlp_headers_setting_names_the_variable_and_hides_the_value():
     assert "authorization" not in line.removeprefix("GATEWAY_OTLP_HEADERS")
 
 
-def test_exports_spans_with_either_url():
-    assert not Settings(upstream_url="http://u:80").exports_spans
-    assert Settings(upstream_url="http://u:80", otlp_url="http://c:4318/v1/traces").exports_spans
-    assert Settings(upstream_url="http://u:80", zipkin_url="http://c:9411/api/v2/spans").exports_spans
+def test_has_exporter_with_either_url():
+    assert not has_exporter(Settings(upstream_url="http://u:80"))
+    assert has_exporter(Settings(upstream_url="http://u:80", otlp_url="http://c:4318/v1/traces"))
+    assert has_exporter(Settings(upstream_url="http://u:80", zipkin_url="http://c:9411/api/v2/spans"))
 
 
 def test_resource_from_the_environment():

@@ -169,6 +169,15 @@ def test_an_empty_variable_means_the_default(settings_from_env):
     assert (settings.routes_file, settings.sample_rate, settings.propagation) == (None, 0.5, [Propagation.B3_MULTI])
 
 
+@pytest.mark.parametrize("variable", ["GATEWAY_TLS_CERT_FILE", "GATEWAY_TLS_KEY_FILE", "GATEWAY_TLS_CERTS_DIR"])
+def test_an_empty_tls_variable_means_no_tls(settings_from_env, tmp_path, variable):
+    # `GATEWAY_TLS_CERT_FILE=` in a ConfigMap: no TLS, not the directory "." (Path("") is "."); so in a .env file.
+    field = variable.removeprefix("GATEWAY_").lower()
+    assert getattr(settings_from_env(**BASE, **{variable: ""}), field) is None
+    (tmp_path / ".env").write_text(f"{variable}=\n")
+    assert getattr(settings_from_env(**BASE), field) is None
+
+
 @pytest.mark.parametrize(
     ("value", "line"),
     [

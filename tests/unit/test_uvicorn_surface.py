@@ -1,4 +1,4 @@
-"""What gateway/client_guard.py relies on in uvicorn's httptools protocol, which it subclasses: if an upgrade of
+"""What gateway/http1_protocol.py relies on in uvicorn's httptools protocol, which it subclasses: if an upgrade of
 uvicorn renames or reshapes any of it, this fails before the guard silently stops guarding.
 
 uvicorn is pinned to the minor release tested (pyproject.toml); this test is what makes raising the pin safe.
@@ -16,7 +16,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from gateway.client_guard import GuardedHttpToolsProtocol
+from gateway.http1_protocol import GuardedHttpToolsProtocol
 
 # Methods the guard overrides or calls, with the parameters it passes.
 METHODS = {
