@@ -14,7 +14,7 @@ from gateway.reporter import Reporter
 from gateway.span_queue import RESERVED_BYTES, exchange_bytes
 from gateway.span_sender import RetryableError
 from gateway.spans import local_endpoint
-from tests.unit.test_reporter import exchange
+from tests.unit.test_reporter import exchange, value
 from tests.waiting import ManualSleep, RecordedSleep
 
 pytestmark = pytest.mark.anyio
@@ -39,16 +39,6 @@ class Sender:
 
     async def aclose(self) -> None:
         return None
-
-
-def value(metrics: Metrics, name: str, **labels: str) -> float:
-    """The sum of the samples named ``name`` whose labels include ``labels`` (every exporter's, unless one is named)."""
-    return sum(
-        sample.value
-        for family in metrics.registry.collect()
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
 
 
 def make(sender: Sender, metrics: Metrics, sleep: Sleep | None = None, **options: int | float) -> Reporter:
