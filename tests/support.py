@@ -113,13 +113,13 @@ class ThreadedServer:
         self.url = f"http://{LOOPBACK}:{self.port}"
         cfg = uvicorn.Config(app, host=LOOPBACK, port=self.port, log_level="warning", lifespan="auto", **config)  # type: ignore[arg-type]
         self._server = uvicorn.Server(cfg)
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 
     def __enter__(self) -> ThreadedServer:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((LOOPBACK, self.port))
         self._socket.listen()
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
         self._thread.start()
         return self
 
