@@ -15,9 +15,10 @@ from py_zipkin.encoding import Endpoint
 from gateway.metrics import Metrics
 from gateway.otlp import OtlpEncoder, parse_key_values, resource_attributes
 from gateway.otlp_sender import OtlpHttpSender
-from gateway.reporter import DisabledReporter, HttpSpanSender, Reporter, SpanReporter, SpanSender
+from gateway.reporter import DisabledReporter, Reporter, SpanReporter
 from gateway.settings import Settings
 from gateway.span_payload import SpanEncoder
+from gateway.span_sender import HttpSpanSender, SpanSender
 from gateway.spans import Exchange
 
 ZIPKIN = "zipkin"

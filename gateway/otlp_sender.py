@@ -15,7 +15,7 @@ import httpx
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from gateway.reporter import RejectedError, RetryableError, post_payload
+from gateway.span_sender import RejectedError, RetryableError, post_payload
 
 PROTOBUF = "application/x-protobuf"
 # The OTLP/HTTP spec's retryable statuses ("Retryable Response Codes"); every other failure is final.

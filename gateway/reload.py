@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,7 @@ class RouteReloader:
 
     ``apply`` puts a loaded table in force (and may raise to refuse it); ``record`` hears every outcome.
     Reloads run one at a time; the file is read and parsed in a thread, so a big file does not stall the loop.
+    ``sleep`` waits out the interval between checks (tests pass a fake, so that no time has to pass).
     """
 
     def __init__(
@@ -89,6 +90,8 @@ class RouteReloader:
         apply: Callable[[LoadedRoutes], None],
         record: Callable[[ReloadOutcome], None],
         wall_clock: Callable[[], float] = time.time,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._path = current.source.path
         self._current = current
@@ -97,6 +100,7 @@ class RouteReloader:
         self._apply = apply
         self._record = record
         self._wall_clock = wall_clock
+        self._sleep = sleep
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[object]] = set()
@@ -154,7 +158,7 @@ class RouteReloader:
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            await self._sleep(self._interval)
             # A stat per interval, never per request: a changed signature is a rewritten or replaced file.
             if file_signature(self._path) != self._seen:
                 try:

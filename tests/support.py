@@ -102,23 +102,31 @@ def python_module(module: str, *args: str) -> list[str]:
 
 
 class ThreadedServer:
-    """A uvicorn server for an ASGI app in a background thread (as httpx's tests do)."""
+    """A uvicorn server for an ASGI app in a background thread (as httpx's tests do).
+
+    Its socket listens before the thread starts: a client may connect at once (the kernel queues the connection until
+    uvicorn accepts it), so nothing waits for the server to come up.
+    """
 
     def __init__(self, app: object, port: int | None = None, **config: object) -> None:
         self.port = port or free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
         cfg = uvicorn.Config(app, host=LOOPBACK, port=self.port, log_level="warning", lifespan="auto", **config)  # type: ignore[arg-type]
         self._server = uvicorn.Server(cfg)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def __enter__(self) -> ThreadedServer:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((LOOPBACK, self.port))
+        self._socket.listen()
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
         self._thread.start()
-        wait_for_port(self.port)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(10)
+        self._socket.close()
 
 
 class FixedIds:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 import uuid
 
 import httpx
@@ -46,12 +45,11 @@ def test_upstream_slower_than_the_timeout_is_a_504_and_the_upstream_call_is_aban
     gateway = start_gateway(upstream_timeout=0.5)
     token = uuid.uuid4().hex
 
-    started = time.monotonic()
     response = client.get(f"{gateway.url}/sleep", params={"seconds": 4, "token": token})
-    elapsed = time.monotonic() - started
 
+    # No stopwatch: a 504 (not the upstream's 200) and the upstream call abandoned before it completed (below) show
+    # that the gateway gave up at its timeout rather than waiting the upstream's 4 s.
     assert response.status_code == 504
-    assert elapsed < 3, f"the 504 took {elapsed:.1f}s with GATEWAY_UPSTREAM_TIMEOUT=0.5"
     assert_plain_and_short(response)
     assert traceresponse(response)[2]
     spans = by_kind(collector.wait_for_spans(2))
@@ -59,7 +57,7 @@ def test_upstream_slower_than_the_timeout_is_a_504_and_the_upstream_call_is_aban
     for span in spans.values():
         assert span["tags"].get("error"), f"{span['kind']} span has no error tag: {span['tags']}"
     assert gateway.metrics().value("gateway_upstream_errors_total", kind="timeout") == 1
-    events = upstream.wait_for_event(token, "disconnected", timeout=3)
+    events = upstream.wait_for_event(token, "disconnected", timeout=15)
     assert events == ["started", "disconnected"], "the gateway kept the upstream request open after its 504"
 
 
@@ -86,11 +84,10 @@ def test_client_gone_mid_request_cancels_the_upstream_call(
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
         sock.sendall(request.encode())
         assert upstream.wait_for_event(token, "started") == ["started"], "the request never reached the upstream"
-    gone = time.monotonic()
 
-    events = upstream.wait_for_event(token, "disconnected", timeout=4)
+    # Cancelled, not finished: "completed" would follow "started" had the gateway let the upstream's 5 s run out.
+    events = upstream.wait_for_event(token, "disconnected", timeout=15)
     assert events == ["started", "disconnected"], f"upstream saw {events} after the client left"
-    assert time.monotonic() - gone < 4
     # The gateway still serves after abandoning the call.
     assert Echo.of(client.get(f"{gateway.url}/after")).path == "/after"
 

@@ -26,7 +26,11 @@ from tests.support import free_port
 pytestmark = pytest.mark.e2e
 
 REQUESTS = 200
-SLOW_COLLECTOR_DELAY = 3.0
+SLOW_COLLECTOR_DELAY = 8.0
+# The one time bound here, because the promise is about time: the collector never slows a request. It is generous
+# (a request takes milliseconds) and still well below what a request waiting on the collector would take: the slow
+# collector's SLOW_COLLECTOR_DELAY, or a dead one's retries (the default 10 attempts pause over 10 s in all).
+REQUEST_BOUND = 5.0
 
 
 def test_collector_down_does_not_slow_requests_and_drops_are_counted(
@@ -39,7 +43,7 @@ def test_collector_down_does_not_slow_requests_and_drops_are_counted(
         shutdown_timeout=2,
     )
     slowest = send_timed(client, gateway, REQUESTS)
-    assert slowest < 2.0, f"a request took {slowest:.2f}s while the collector was down"
+    assert slowest < REQUEST_BOUND, f"a request took {slowest:.2f}s while the collector was down"
 
     metrics = metrics_once(gateway, lambda m: losses(m) > 0, timeout=15)
     assert losses(metrics) > 0, f"nothing counted the spans that could not be delivered:\n{metrics.text}"
@@ -53,7 +57,10 @@ def test_slow_collector_does_not_slow_requests_and_sampled_traces_arrive_whole(
 ) -> None:
     slow = collector_factory("--response-delay", str(SLOW_COLLECTOR_DELAY))
     gateway = start_gateway(
-        zipkin_url=slow.spans_url, reporter_queue_size=20, reporter_batch_size=100, reporter_timeout=10
+        zipkin_url=slow.spans_url,
+        reporter_queue_size=20,
+        reporter_batch_size=100,
+        reporter_timeout=2 * SLOW_COLLECTOR_DELAY,
     )
     sampled = set()
     slowest = 0.0
@@ -64,7 +71,7 @@ def test_slow_collector_does_not_slow_requests_and_sampled_traces_arrive_whole(
         trace_id = Echo.of(response).one("x-b3-traceid")
         if traceresponse(response)[2]:
             sampled.add(trace_id)
-    assert slowest < SLOW_COLLECTOR_DELAY / 2, f"a request took {slowest:.2f}s behind a slow collector"
+    assert slowest < REQUEST_BOUND, f"a request took {slowest:.2f}s behind a slow collector"
 
     metrics = gateway.metrics()
     assert losses(metrics) > 0, f"a full span queue was not counted:\n{metrics.text}"

@@ -7,19 +7,16 @@ import json
 
 import pytest
 
+from gateway.batch_delivery import EXCHANGES_PER_SLICE, BatchDelivery, Sleep
 from gateway.metrics import Metrics
-from gateway.reporter import (
-    EXCHANGES_PER_SLICE,
-    HttpSpanSender,
-    RejectedError,
-    Reporter,
-    RetryableError,
-)
+from gateway.reporter import Reporter
+from gateway.retry_policy import RetryPolicy
 from gateway.routes import parse_upstream
 from gateway.span_payload import SPANS_PER_EXCHANGE, GzipSpanList, encode_slice, gzipped
+from gateway.span_sender import RejectedError, RetryableError
 from gateway.spans import Exchange, local_endpoint
 from gateway.zipkin_json import ZipkinJsonEncoder
-from tests.support import ThreadedServer
+from tests.waiting import ManualSleep, RecordedSleep, until
 
 pytestmark = pytest.mark.anyio
 
@@ -52,19 +49,20 @@ def exchange(n: int, path: str = "/") -> Exchange:
 
 
 class FakeSender:
-    """Records payloads; fails according to a script of exceptions (None = accept)."""
+    """Records payloads; fails according to a script of exceptions (None = accept). With a ``gate``, each send waits
+    until the gate is open: a collector that answers when the test says so."""
 
-    def __init__(self, script: list[Exception | None] | None = None, delay: float = 0.0) -> None:
+    def __init__(self, script: list[Exception | None] | None = None, gate: asyncio.Event | None = None) -> None:
         self.payloads: list[list[dict[str, object]]] = []
         self.attempts = 0
         self.script = list(script or [])
-        self.delay = delay
+        self.gate = gate
         self.closed = False
 
     async def send(self, payload: bytes) -> None:
         self.attempts += 1
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
         outcome = self.script.pop(0) if self.script else None
         if outcome is not None:
             raise outcome
@@ -87,7 +85,9 @@ def value(metrics: Metrics, name: str, **labels: str) -> float:
     )
 
 
-def make_reporter(sender: FakeSender, metrics: Metrics, **overrides: float) -> Reporter:
+def make_reporter(sender: FakeSender, metrics: Metrics, sleep: Sleep | None = None, **overrides: float) -> Reporter:
+    """A reporter that sleeps with ``sleep``: by default a ``ManualSleep``, so that its flush intervals end only when
+    the test says so."""
     options: dict[str, float] = {"max_queue_spans": 100, "batch_spans": 10, "flush_interval": 0.05, "max_attempts": 3}
     options.update(overrides)
     return Reporter(
@@ -98,7 +98,12 @@ def make_reporter(sender: FakeSender, metrics: Metrics, **overrides: float) -> R
         batch_spans=int(options["batch_spans"]),
         flush_interval=options["flush_interval"],
         max_attempts=int(options["max_attempts"]),
+        sleep=sleep if sleep is not None else ManualSleep(),
     )
+
+
+def delivery(sender: FakeSender, metrics: Metrics) -> BatchDelivery:
+    return BatchDelivery(sender, ZipkinJsonEncoder(LOCAL), metrics, "zipkin", RetryPolicy(3), RecordedSleep())
 
 
 async def test_spans_of_an_exchange_are_sent_together_in_one_batch():
@@ -115,31 +120,29 @@ async def test_spans_of_an_exchange_are_sent_together_in_one_batch():
 
 
 async def test_a_full_batch_is_sent_without_waiting_for_the_interval():
-    metrics, sender = Metrics(), FakeSender()
-    reporter = make_reporter(sender, metrics, batch_spans=4, flush_interval=30)
+    metrics, sender, sleep = Metrics(), FakeSender(), ManualSleep()
+    reporter = make_reporter(sender, metrics, sleep, batch_spans=4, flush_interval=30)
     await reporter.start()
     for n in range(1, 3):
         assert reporter.reserve()
         reporter.submit(exchange(n), reserved=True)
-    for _ in range(100):
-        if sender.payloads:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: sender.payloads)  # no interval ever ends: only the full batch can have woken the reporter
     assert len(sender.payloads[0]) == 4
     await reporter.stop(deadline=5)
 
 
 async def test_a_partial_batch_is_sent_after_the_flush_interval():
-    metrics, sender = Metrics(), FakeSender()
-    reporter = make_reporter(sender, metrics, batch_spans=100, flush_interval=0.05)
+    metrics, sender, sleep = Metrics(), FakeSender(), ManualSleep()
+    reporter = make_reporter(sender, metrics, sleep, batch_spans=100, flush_interval=0.05)
     await reporter.start()
     assert reporter.reserve()
     reporter.submit(exchange(1), reserved=True)
-    for _ in range(200):
-        if sender.payloads:
-            break
-        await asyncio.sleep(0.01)
+    await sleep.slept(1)
+    assert sender.payloads == []  # the reporter waits for its interval
+    sleep.elapse()
+    await until(lambda: sender.payloads)
     assert len(sender.payloads) == 1
+    assert sleep.delays[0] == 0.05
     await reporter.stop(deadline=5)
 
 
@@ -166,16 +169,15 @@ async def test_an_unreserved_exchange_is_dropped_whole_when_the_queue_is_full():
 
 
 async def test_sampling_resumes_once_the_queue_drains():
-    metrics, sender = Metrics(), FakeSender()
-    reporter = make_reporter(sender, metrics, max_queue_spans=2, flush_interval=0.02)
+    metrics, sender, sleep = Metrics(), FakeSender(), ManualSleep()
+    reporter = make_reporter(sender, metrics, sleep, max_queue_spans=2, flush_interval=0.02)
     await reporter.start()
     assert reporter.reserve()
     assert not reporter.reserve()
     reporter.submit(exchange(1), reserved=True)
-    for _ in range(200):
-        if reporter.queue_depth() == 0:
-            break
-        await asyncio.sleep(0.01)
+    await sleep.slept(1)
+    sleep.elapse()
+    await until(lambda: reporter.queue_depth() == 0)
     assert reporter.reserve()
     assert value(metrics, "gateway_sampling_suspended") == 0
     reporter.submit(exchange(2), reserved=True)
@@ -184,8 +186,8 @@ async def test_sampling_resumes_once_the_queue_drains():
 
 async def test_retryable_failures_are_retried_then_delivered():
     metrics = Metrics()
-    sender = FakeSender([RetryableError("503"), RetryableError("connection refused"), None])
-    reporter = make_reporter(sender, metrics, max_attempts=3)
+    sender, sleep = FakeSender([RetryableError("503"), RetryableError("connection refused"), None]), RecordedSleep()
+    reporter = make_reporter(sender, metrics, sleep, max_attempts=3)
     await reporter.start()
     reporter.reserve()
     reporter.submit(exchange(1), reserved=True)
@@ -193,12 +195,13 @@ async def test_retryable_failures_are_retried_then_delivered():
     assert sender.attempts == 3
     assert value(metrics, "gateway_spans_reported_total") == 2
     assert value(metrics, "gateway_span_batches_total", outcome="retried") == 2
+    assert len(sleep.delays) == 2  # a pause before each retry
 
 
 async def test_a_batch_is_dropped_and_counted_after_the_last_attempt():
     metrics = Metrics()
     sender = FakeSender([RetryableError("503")] * 3)
-    reporter = make_reporter(sender, metrics, max_attempts=3)
+    reporter = make_reporter(sender, metrics, RecordedSleep(), max_attempts=3)
     await reporter.start()
     reporter.reserve()
     reporter.submit(exchange(1), reserved=True)
@@ -232,14 +235,17 @@ async def test_stop_flushes_everything_queued():
 
 
 async def test_stop_gives_up_at_its_deadline_and_counts_the_loss():
-    metrics, sender = Metrics(), FakeSender(delay=10)
+    metrics, sender = Metrics(), FakeSender(gate=asyncio.Event())  # a collector that never answers
     reporter = make_reporter(sender, metrics, batch_spans=2)
     await reporter.start()
     for n in range(1, 4):
         reporter.reserve()
         reporter.submit(exchange(n), reserved=True)
-    await reporter.stop(deadline=0.2)
+    await until(lambda: sender.attempts == 1)
+    # A deadline already reached: stop gives up on the batch in flight and the two queued behind it at once.
+    await reporter.stop(deadline=0)
     assert value(metrics, "gateway_spans_dropped_total", reason="shutdown") == 6
+    assert sender.closed
 
 
 async def test_new_traces_are_not_sampled_once_stopping():
@@ -250,95 +256,42 @@ async def test_new_traces_are_not_sampled_once_stopping():
     assert not reporter.reserve()
 
 
-class _Collector:
-    """A minimal ASGI collector that records POST bodies and headers, answering with a scripted status."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        self.requests.append(({k.decode(): v.decode() for k, v in scope["headers"]}, body))
-        status = self.statuses.pop(0) if self.statuses else 202
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-
-@pytest.mark.parametrize(
-    ("status", "error"), [(202, None), (503, RetryableError), (429, RetryableError), (400, RejectedError)]
-)
-async def test_http_sender_posts_gzipped_json_that_does_not_start_a_trace(status, error):
-    collector = _Collector([status])
-    with ThreadedServer(collector) as server:
-        sender = HttpSpanSender(f"{server.url}/api/v2/spans", timeout=5)
-        try:
-            if error is None:
-                await sender.send(gzipped(b"[]"))
-            else:
-                with pytest.raises(error):
-                    await sender.send(gzipped(b"[]"))
-        finally:
-            await sender.aclose()
-    headers, body = collector.requests[0]
-    assert headers["content-type"] == "application/json"
-    assert headers["content-encoding"] == "gzip"
-    assert headers["b3"] == "0"
-    assert gzip.decompress(body) == b"[]"
-
-
-async def test_http_sender_treats_a_closed_port_as_retryable():
-    from tests.support import free_port
-
-    sender = HttpSpanSender(f"http://127.0.0.1:{free_port()}/api/v2/spans", timeout=2)
-    try:
-        with pytest.raises(RetryableError):
-            await sender.send(gzipped(b"[]"))
-    finally:
-        await sender.aclose()
-
-
 async def test_a_partial_batch_waits_for_the_interval_even_right_after_an_export():
     # Spans that queue while a POST is in flight wait for a full batch or the interval; sending them at once
     # made batches of a few spans, each POST costing as much as hundreds of spans' encoding.
-    metrics, sender = Metrics(), FakeSender(delay=0.05)
-    reporter = make_reporter(sender, metrics, batch_spans=10_000, flush_interval=0.4, max_queue_spans=10_000)
+    metrics, sleep, gate = Metrics(), ManualSleep(), asyncio.Event()
+    sender = FakeSender(gate=gate)
+    reporter = make_reporter(sender, metrics, sleep, batch_spans=10, flush_interval=0.4)
     await reporter.start()
-    for n in range(1, 81):
+    for n in range(1, 6):
         assert reporter.reserve()
         reporter.submit(exchange(n), reserved=True)
-        await asyncio.sleep(0.01)
+    await until(lambda: sender.attempts == 1)  # the full batch is in flight
+    for n in range(6, 8):
+        assert reporter.reserve()
+        reporter.submit(exchange(n), reserved=True)
+    gate.set()
+    await until(lambda: sender.payloads and sleep.sleeping == 1)
+    assert len(sender.payloads) == 1, "the two exchanges queued behind the POST went at once"
+    sleep.elapse()
+    await until(lambda: len(sender.payloads) == 2)
+    assert len(sender.payloads[1]) == 2 * SPANS_PER_EXCHANGE
     await reporter.stop(deadline=5)
-    assert len(sender.span_ids()) == 160
-    # About 0.8 s of submissions at one batch per 0.4 s is 2 or 3 POSTs (plus the flush at stop); one POST per
-    # 50 ms of sending would be a dozen or more.
-    assert len(sender.payloads) <= 5
 
 
 async def test_an_idle_reporter_sleeps_between_intervals():
-    metrics, sender = Metrics(), FakeSender()
-    reporter = make_reporter(sender, metrics, flush_interval=0.05)
-    wakeups = 0
-    gauge_set = reporter._queue_depth.set
-
-    def counting_set(value: float) -> None:
-        nonlocal wakeups
-        wakeups += 1
-        gauge_set(value)
-
-    reporter._queue_depth.set = counting_set  # type: ignore[method-assign]
+    metrics, sender, sleep = Metrics(), FakeSender(), ManualSleep()
+    reporter = make_reporter(sender, metrics, sleep, flush_interval=0.05)
     await reporter.start()
-    await asyncio.sleep(0.5)
+    for intervals in range(1, 4):
+        await sleep.slept(intervals)
+        assert sleep.sleeping == 1
+        sleep.elapse()
+    await sleep.slept(4)
     await reporter.stop(deadline=1)
-    # About ten intervals passed: a loop that spins instead of waiting wakes thousands of times.
-    assert wakeups <= 30
+    # One sleep of the whole interval each time round: a loop that spins instead of waiting sleeps 0, or never.
+    assert sleep.delays == [0.05] * 4
+    assert sender.attempts == 0
 
 
 def gzip_list(pieces: list[list[Exchange]]) -> GzipSpanList:
@@ -372,7 +325,6 @@ def test_gzipped_is_gzip():
 
 async def test_a_batch_is_one_gzipped_list_compressed_a_slice_at_a_time():
     metrics, sender = Metrics(), FakeSender()
-    reporter = make_reporter(sender, metrics, batch_spans=2 * 60, flush_interval=60)
     turns = 0
     done = asyncio.Event()
 
@@ -385,7 +337,7 @@ async def test_a_batch_is_one_gzipped_list_compressed_a_slice_at_a_time():
     task = asyncio.create_task(other_request())
     await asyncio.sleep(0)
     turns = 0
-    await reporter._export([exchange(n) for n in range(1, 61)])
+    await delivery(sender, metrics).deliver([exchange(n) for n in range(1, 61)])
     done.set()
     await task
     [spans] = sender.payloads
@@ -396,10 +348,9 @@ async def test_a_batch_is_one_gzipped_list_compressed_a_slice_at_a_time():
 
 async def test_a_batch_is_split_into_lists_no_bigger_than_the_limit_before_compression(monkeypatch):
     slice_bytes = len(encode_slice([exchange(n) for n in range(1, 26)], ENCODER).body)
-    monkeypatch.setattr("gateway.reporter.MAX_BATCH_BYTES", 3 * slice_bytes)
+    monkeypatch.setattr("gateway.batch_delivery.MAX_BATCH_BYTES", 3 * slice_bytes)
     metrics, sender = Metrics(), FakeSender()
-    reporter = make_reporter(sender, metrics, batch_spans=2 * 400, flush_interval=60)
-    await reporter._export([exchange(n) for n in range(1, 401)])
+    await delivery(sender, metrics).deliver([exchange(n) for n in range(1, 401)])
     assert len(sender.payloads) > 1
     assert all(len(json.dumps(spans, separators=(",", ":"))) <= 3 * slice_bytes for spans in sender.payloads)
     assert [int(str(span["traceId"]), 16) for spans in sender.payloads for span in spans[::2]] == list(range(1, 401))

@@ -1,30 +1,21 @@
-"""The reporter's bounds and its account of every span: bytes as well as spans, long texts cut, backoff, shutdown."""
+"""The reporter's bounds and its account of every span: bytes as well as spans, backoff, shutdown."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gzip
 import json
 
 import pytest
 
+from gateway.batch_delivery import Sleep
 from gateway.metrics import Metrics
-from gateway.reporter import (
-    EXCHANGE_BYTES,
-    MAX_TEXT_CHARS,
-    RESERVED_BYTES,
-    TRUNCATED_MARK,
-    HttpSpanSender,
-    RejectedError,
-    Reporter,
-    RetryableError,
-    exchange_bytes,
-    with_texts_cut,
-)
+from gateway.reporter import Reporter
+from gateway.span_queue import RESERVED_BYTES, exchange_bytes
+from gateway.span_sender import RetryableError
 from gateway.spans import local_endpoint
-from tests.support import ThreadedServer
-from tests.unit.test_reporter import exchange
+from tests.unit.test_reporter import exchange, value
+from tests.waiting import ManualSleep, RecordedSleep
 
 pytestmark = pytest.mark.anyio
 
@@ -50,17 +41,8 @@ class Sender:
         return None
 
 
-def value(metrics: Metrics, name: str, **labels: str) -> float:
-    """The sum of the samples named ``name`` whose labels include ``labels`` (every exporter's, unless one is named)."""
-    return sum(
-        sample.value
-        for family in metrics.registry.collect()
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
-
-
-def make(sender: Sender, metrics: Metrics, **options: int | float) -> Reporter:
+def make(sender: Sender, metrics: Metrics, sleep: Sleep | None = None, **options: int | float) -> Reporter:
+    """A reporter whose flush intervals end only when the test says so, unless it passes a ``sleep`` of its own."""
     settings: dict[str, int | float] = {
         "max_queue_spans": 1000,
         "max_queue_bytes": 1024 * 1024,
@@ -78,22 +60,10 @@ def make(sender: Sender, metrics: Metrics, **options: int | float) -> Reporter:
         batch_spans=int(settings["batch_spans"]),
         flush_interval=settings["flush_interval"],
         max_attempts=int(settings["max_attempts"]),
+        sleep=sleep if sleep is not None else ManualSleep(),
+        # The jitter at its top, so that each pause is the whole backoff.
+        jitter=lambda low, high: high,
     )
-
-
-def test_an_exchange_is_sized_by_its_texts_and_long_ones_are_cut() -> None:
-    short = exchange(1, "/api/vote")
-    assert exchange_bytes(short) == EXCHANGE_BYTES + len("/api/vote") + len("GET /api/vote") + len("example.com")
-
-    original = dataclasses.replace(exchange(2, "/" + "p" * 10_000), host="h" * 9_000)
-    long = with_texts_cut(original)
-    size = exchange_bytes(long)
-    assert len(long.path) == len(long.name) == len(long.host) == MAX_TEXT_CHARS
-    assert long.path.endswith(TRUNCATED_MARK) and long.path.startswith("/ppp")
-    assert size == EXCHANGE_BYTES + 3 * MAX_TEXT_CHARS
-    assert with_texts_cut(long) is long  # cutting again cuts nothing more
-    assert len(original.path) == 10_001, "the record given is never changed: a copy is cut"
-    assert with_texts_cut(short) is short
 
 
 async def test_the_queue_is_bounded_in_bytes_and_sampling_stops_when_they_run_out() -> None:
@@ -128,27 +98,16 @@ async def test_the_bytes_are_given_back_once_a_batch_is_sent() -> None:
     assert value(metrics, "gateway_span_queue_bytes") == 0
 
 
-async def test_retries_back_off_exponentially_up_to_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    delays: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def recorded_sleep(delay: float) -> None:
-        if delay > 0:
-            delays.append(delay)
-        await real_sleep(0)
-
-    # The reporter's jitter at its top, and its sleeps recorded instead of slept.
-    monkeypatch.setattr("random.uniform", lambda low, high: high)
-    monkeypatch.setattr("asyncio.sleep", recorded_sleep)
-    metrics = Metrics()
+async def test_retries_back_off_exponentially_up_to_a_cap() -> None:
+    metrics, sleep = Metrics(), RecordedSleep()
     sender = Sender([RetryableError("503")] * 9)
-    reporter = make(sender, metrics, max_attempts=10)
+    reporter = make(sender, metrics, sleep, max_attempts=10)
     await reporter.start()
     assert reporter.reserve()
     reporter.submit(exchange(1), reserved=True)
     await reporter.stop(deadline=5)
 
-    assert delays == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
+    assert sleep.delays == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
     assert sender.attempts == 10 and len(sender.trace_ids) == 2
     assert value(metrics, "gateway_spans_reported_total") == 2
 
@@ -176,36 +135,3 @@ async def test_spans_submitted_after_the_reporter_stopped_are_counted_as_lost_to
     assert sender.trace_ids == []
     assert value(metrics, "gateway_spans_dropped_total", reason="shutdown") == 2
     assert value(metrics, "gateway_spans_dropped_total", reason="queue_full") == 2
-
-
-class _Answer:
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        self.status = status
-        self.headers = headers
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return
-        while (await receive()).get("more_body"):
-            pass
-        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-        await send({"type": "http.response.body", "body": b""})
-
-
-@pytest.mark.parametrize(
-    ("status", "error"),
-    [(200, None), (204, None), (301, RejectedError), (308, RejectedError), (408, RetryableError), (413, RejectedError)],
-)
-async def test_only_a_2xx_counts_as_delivered(status: int, error: type[Exception] | None) -> None:
-    with ThreadedServer(_Answer(status, [(b"location", b"https://collector/api/v2/spans")])) as server:
-        sender = HttpSpanSender(f"{server.url}/api/v2/spans", timeout=5)
-        try:
-            if error is None:
-                await sender.send(b"[]")
-            else:
-                with pytest.raises(error) as raised:
-                    await sender.send(b"[]")
-                if status in (301, 308):
-                    assert "https://collector/api/v2/spans" in str(raised.value)
-        finally:
-            await sender.aclose()

@@ -6,6 +6,7 @@ import datetime
 import logging
 import shutil
 import ssl
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.tls import TlsTerminator, handshake_outcome, server_context
 from tests.tls_support import CertificateFactory, mount_secret, names_of, swap_secret, write_plain
+from tests.waiting import WAIT
 
 DAY = datetime.timedelta(days=1)
 
@@ -272,13 +274,25 @@ def test_a_broken_new_entry_is_not_served_and_counted(make_terminator, certs, tm
     assert len(caplog.records) == 1 and "it is not served" in caplog.records[0].getMessage()
 
 
-def test_the_watcher_thread_picks_up_a_swap(make_terminator, certs, tmp_path):
+def test_the_watcher_thread_picks_up_a_swap(make_terminator, certs, tmp_path, monkeypatch):
     terminator, _ = make_terminator(tls_reload_interval=0.05)
+    checked, checks = threading.Condition(), 0
+    check = terminator.check
+
+    def counted_check() -> None:
+        nonlocal checks
+        check()
+        with checked:
+            checks += 1
+            checked.notify_all()
+
+    monkeypatch.setattr(terminator, "check", counted_check)
     terminator.start()
     swap_secret(tmp_path / "default", certs.issue("default.test", "watched.test"))
-    deadline = time.monotonic() + 10
-    while "watched.test" not in terminator.certificates()["default"].dns_names and time.monotonic() < deadline:
-        time.sleep(0.02)
+    with checked:
+        # A check under way during the swap may have missed it; the one after it began once the swap was done.
+        swapped_at = checks
+        assert checked.wait_for(lambda: checks >= swapped_at + 2, timeout=WAIT), "the watcher thread never checked"
     assert served(terminator, certs, "default.test") == ["default.test", "watched.test"]
 
 

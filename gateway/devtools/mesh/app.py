@@ -17,8 +17,8 @@ from gateway.devtools.mesh import emoji, voting, web
 from gateway.devtools.mesh.instrument import Downstream, SpanSink, TracingMiddleware
 from gateway.devtools.mesh.reporting import DEFAULT_FLUSH_INTERVAL, SpanBatcher
 from gateway.devtools.mesh.tracing import Misbehaviour, Tracer
-from gateway.reporter import HttpSpanSender
 from gateway.sampling import RatioSampler
+from gateway.span_sender import HttpSpanSender
 from gateway.spans import local_endpoint
 
 WEB = "web"

@@ -10,8 +10,8 @@ import grpc
 from gateway.devtools.mesh.emoji_grpc import add_to
 from gateway.devtools.mesh.reporting import SpanBatcher
 from gateway.devtools.mesh.tracing import Misbehaviour, Tracer
-from gateway.reporter import HttpSpanSender
 from gateway.sampling import RatioSampler
+from gateway.span_sender import HttpSpanSender
 from gateway.spans import local_endpoint
 
 NAME = "emoji-grpc"

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from py_zipkin.encoding import Span
 
 from gateway.logs import RateLimitedLog
-from gateway.reporter import RejectedError, RetryableError, SpanSender
 from gateway.span_payload import gzipped
+from gateway.span_sender import RejectedError, RetryableError, SpanSender
 from gateway.zipkin_json import encode_spans
 
 DEFAULT_MAX_QUEUE = 10_000

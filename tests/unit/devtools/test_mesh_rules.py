@@ -14,8 +14,8 @@ from gateway.devtools.mesh.reporting import SpanBatcher
 from gateway.devtools.mesh.tracing import HttpCall, Misbehaviour, Tracer
 from gateway.devtools.mesh.votebot import DOUGHNUT_SHARE, Tally, pick_choice
 from gateway.devtools.mesh.voting import Ballot, BrokenChoiceError
-from gateway.reporter import RetryableError
 from gateway.sampling import RatioSampler
+from gateway.span_sender import RetryableError
 from gateway.spans import local_endpoint
 from gateway.zipkin_json import encode_spans
 from tests.support import FixedIds
