@@ -1,6 +1,6 @@
 """`ingress-gateway check` against what the manifests deploy: the ConfigMap's environment and its route file.
 
-This is the pre-check the README shows for a ConfigMap change, run on the real command in a clean environment.
+This is the pre-check docs/deploy.md shows for a ConfigMap change, run on the real command in a clean environment.
 """
 
 from __future__ import annotations
