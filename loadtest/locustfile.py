@@ -31,7 +31,7 @@ if os.environ.get("LOADTEST_GRPC") == "1":
     # gRPC calls beside the HTTP users, each call's trace checked like theirs (loadtest/grpc_user.py).
     from loadtest.grpc_user import EmojiGrpcCaller  # noqa: F401
 
-# emojivoto's web API, as gateway/devtools/mesh/web.py serves it.
+# emojivoto's web API, as gateway_devtools/mesh/web.py serves it.
 LIST_PATH = "/api/list"
 VOTE_PATH = "/api/vote"
 LEADERBOARD_PATH = "/api/leaderboard"

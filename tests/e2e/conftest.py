@@ -128,7 +128,7 @@ class Collector:
 @contextlib.contextmanager
 def run_collector(log_dir: Path, *extra: str) -> Iterator[Collector]:
     port = free_port()
-    args = python_module("gateway.devtools.collector", "--host", LOOPBACK, "--port", str(port), *extra)
+    args = python_module("gateway_devtools.collector", "--host", LOOPBACK, "--port", str(port), *extra)
     with running_process(args, log_dir / f"collector-{port}.log", wait_ports=[port]) as process:
         yield Collector(process, port)
 

@@ -1,4 +1,5 @@
-"""`python -m gateway.demo`, as `make run` starts it: every component up, the bot's traces complete, a clean Ctrl-C.
+"""`python -m gateway_devtools.demo`, as `make run` starts it: every component up, the bot's traces complete, a clean
+Ctrl-C.
 
 One demo runs for the module, on free ports, sampling every request; the last test stops it with SIGINT.
 """
@@ -24,7 +25,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from gateway.demo import PORTS
+from gateway_devtools.demo.environment import PORTS
 from tests.integration.mesh.traces import ZipkinReader, assert_connected, poll, service, services
 from tests.support import (
     LOOPBACK,
@@ -81,7 +82,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         "NO_COLOR": "1",
     }
     log = tmp_path_factory.mktemp("demo") / "demo.log"
-    with running_process(python_module("gateway.demo"), log, env=env) as process:
+    with running_process(python_module("gateway_devtools.demo"), log, env=env) as process:
         output = poll(process.output, lambda text: READY_LINE in text or process.popen.poll() is not None, 60.0)
         assert READY_LINE in output, f"the demo did not come up:\n{output}"
         yield Demo(process, ports)
@@ -100,8 +101,8 @@ def test_every_component_comes_up_and_the_urls_are_printed(demo: Demo) -> None:
     commands = sorted(_command(pid) for pid in _children(demo.process.pid))
     assert len(commands) == CHILDREN, commands
     # four services (emoji-grpc too) and the bot
-    assert sum("gateway.devtools.mesh" in command for command in commands) == 5
-    assert sum("gateway.devtools.collector" in command for command in commands) == 1
+    assert sum("gateway_devtools.mesh" in command for command in commands) == 5
+    assert sum("gateway_devtools.collector" in command for command in commands) == 1
     assert sum(command.endswith("-m gateway") for command in commands) == 2  # cleartext and HTTPS
 
 
@@ -253,7 +254,7 @@ def test_a_taken_port_stops_the_demo_with_one_clear_line() -> None:
         taken.bind((LOOPBACK, int(ports["DEMO_WEB_PORT"])))
         taken.listen()
         result = subprocess.run(
-            python_module("gateway.demo"),
+            python_module("gateway_devtools.demo"),
             env={**os.environ, **ports},
             capture_output=True,
             text=True,

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 from py_zipkin.encoding.protobuf import zipkin_pb2
 
-from gateway.devtools.collector.model import CLIENT, KINDS, Annotation, Endpoint, Span
+from gateway_devtools.collector.model import CLIENT, KINDS, Annotation, Endpoint, Span
 
 JSON = "application/json"
 PROTOBUF = "application/x-protobuf"
