@@ -25,6 +25,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from gateway.propagation.w3c import parse_traceresponse
 from gateway_devtools.demo.environment import PORTS
 from tests.integration.mesh.traces import ZipkinReader, assert_connected, poll, service, services
 from tests.support import (
@@ -116,9 +117,9 @@ def test_the_app_answers_through_the_gateway_with_a_complete_trace(demo: Demo) -
 
     assert vote.status_code == 200, vote.text
     assert vote.json() == {"shortcode": ":rocket:", "unicode": "🚀"}
-    match = re.fullmatch(r"00-([0-9a-f]{32})-[0-9a-f]{16}-01", vote.headers["traceresponse"])
-    assert match is not None, vote.headers["traceresponse"]
-    spans = demo.zipkin.wait_for_trace(match[1], 7)
+    announced = parse_traceresponse(vote.headers["traceresponse"])
+    assert announced is not None and announced[2], vote.headers["traceresponse"]
+    spans = demo.zipkin.wait_for_trace(f"{announced[0]:032x}", 7)
     root = assert_connected(spans, root_parent=None)
     assert (service(root), root["kind"], root["tags"]["http.path"]) == (GATEWAY_SERVICE, "SERVER", "/api/vote")
     assert services(spans) == EXPECTED_TRACES["/api/vote"][1]
@@ -130,9 +131,9 @@ def test_a_grpc_call_through_the_gateway_is_one_complete_trace(demo: Demo) -> No
     with grpc.insecure_channel(f"127.0.0.1:{demo.ports['GATEWAY_PORT']}") as channel:
         reply, call = channel.unary_unary("/emojivoto.v1.EmojiService/ListAll").with_call(b"{}", timeout=10)
     assert {"shortcode": ":rocket:", "unicode": "🚀"} in json.loads(reply)["list"]
-    match = re.fullmatch(r"00-([0-9a-f]{32})-[0-9a-f]{16}-01", dict(call.initial_metadata())["traceresponse"])
-    assert match is not None
-    spans = demo.zipkin.wait_for_trace(match[1], 3)
+    announced = parse_traceresponse(dict(call.initial_metadata())["traceresponse"])
+    assert announced is not None and announced[2]
+    spans = demo.zipkin.wait_for_trace(f"{announced[0]:032x}", 3)
     root = assert_connected(spans, root_parent=None)
     assert (root["name"].lower(), root["tags"]["rpc.system"]) == ("emojivoto.v1.emojiservice/listall", "grpc")
     assert services(spans) == {GATEWAY_SERVICE, "emoji-grpc"}
@@ -229,8 +230,9 @@ def test_the_app_answers_over_https_and_http2_with_the_printed_ca(demo: Demo) ->
     assert result.stdout == "2 200", result.stderr
     vote = httpx.get(f"{url}api/vote?choice=:rocket:", verify=ssl.create_default_context(cafile=ca_file), timeout=10)
     assert vote.status_code == 200, vote.text
-    trace_id = vote.headers["traceresponse"].split("-")[1]
-    spans = demo.zipkin.wait_for_trace(trace_id, EXPECTED_TRACES["/api/vote"][0])
+    announced = parse_traceresponse(vote.headers["traceresponse"])
+    assert announced is not None
+    spans = demo.zipkin.wait_for_trace(f"{announced[0]:032x}", EXPECTED_TRACES["/api/vote"][0])
     assert services(spans) == EXPECTED_TRACES["/api/vote"][1]
 
 
