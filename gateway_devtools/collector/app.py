@@ -15,8 +15,9 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gateway_devtools.collector.codec import DEFAULT_MAX_BYTES, PayloadError, decode_spans, decompress
+from gateway_devtools.collector.codec import DEFAULT_MAX_BYTES, decode_spans, decompress
 from gateway_devtools.collector.model import Span, format_trace_id, span_to_json
+from gateway_devtools.collector.normalise import PayloadError
 from gateway_devtools.collector.otlp import TRACES_PATH, decode_otlp
 from gateway_devtools.collector.query import (
     QueryError,
