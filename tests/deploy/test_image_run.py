@@ -37,7 +37,7 @@ from tests.deploy.manifests import (
     referenced_configmap,
     rendered,
 )
-from tests.deploy.podman import Container, build, debian_base, podman
+from tests.deploy.podman import LIMITS, Container, build, debian_base, podman
 from tests.support import LOOPBACK, ThreadedServer, free_port
 
 pytestmark = pytest.mark.skipif(
@@ -311,5 +311,6 @@ def test_the_gateway_image_carries_neither_the_dev_tools_nor_their_dependencies(
         "print(*(name for name in ('gateway', 'gateway_devtools', 'starlette', 'grpc') "
         "if importlib.util.find_spec(name) is not None))"
     )
-    found = podman("run", "--rm", "--runtime=runc", "--network=none", "--entrypoint=python3", GATEWAY_TAG, "-c", absent)
+    run = ("run", "--rm", "--runtime=runc", "--network=none", *LIMITS, "--entrypoint=python3", GATEWAY_TAG)
+    found = podman(*run, "-c", absent)
     assert found.split() == ["gateway"]
