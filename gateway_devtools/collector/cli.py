@@ -99,7 +99,3 @@ def _number(kind: Callable[[str], float], *, allow_zero: bool) -> Callable[[str]
         return value
 
     return parse
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

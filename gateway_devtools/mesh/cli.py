@@ -118,7 +118,3 @@ def _misbehaviour(text: str) -> Misbehaviour:
         return Misbehaviour(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(Misbehaviour)}") from None
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
