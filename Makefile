@@ -10,11 +10,11 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || tools/ensure-debian-packages.sh python3-venv
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,dev-tools]'
 	@touch $@
 
 run: $(STAMP)
-	$(PY) -m gateway.demo
+	$(PY) -m gateway_devtools.demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

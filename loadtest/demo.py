@@ -1,9 +1,9 @@
 """`python -m loadtest.demo` (what `make loadtest` runs): the trace check under load against the local demo stack.
 
-Starts the demo (`python -m gateway.demo`: collector, web, emoji, voting and the gateway, without its vote-bot) on
-free ports of 127.0.0.1, runs `locust -f loadtest/locustfile.py --headless` against it with the trace check, and
-stops the demo by its PID whatever happens. The exit status is locust's: 0 when every trace is whole or absent and
-the sampled fraction is as configured.
+Starts the demo (`python -m gateway_devtools.demo`: collector, web, emoji, voting and the gateway, without its
+vote-bot) on free ports of 127.0.0.1, runs `locust -f loadtest/locustfile.py --headless` against it with the trace
+check, and stops the demo by its PID whatever happens. The exit status is locust's: 0 when every trace is whole or
+absent and the sampled fraction is as configured.
 
     python -m loadtest.demo -u 20 -t 30s --sample-rate 0.2 --misbehave voting=drop-spans -- --csv build/loadtest/run
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.demo import MISBEHAVE_ENV, PORTS
+from gateway_devtools.demo.environment import MISBEHAVE_ENV, PORTS
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A process group of its own: Ctrl-C reaches locust, which still checks what it sent; the demo is stopped
         # after, by its PID.
         demo = subprocess.Popen(
-            [sys.executable, "-m", "gateway.demo"],
+            [sys.executable, "-m", "gateway_devtools.demo"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

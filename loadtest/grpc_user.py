@@ -20,7 +20,7 @@ import grpc
 from grpc.experimental import gevent as grpc_gevent
 from locust import User, between, task
 
-from loadtest.traces import TRACERESPONSE
+from gateway.propagation.w3c import TRACERESPONSE
 
 SERVICE = "emojivoto.v1.EmojiService"
 SHORTCODES = (":joy:", ":sunglasses:", ":rocket:", ":doughnut:", ":pizza:")

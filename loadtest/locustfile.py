@@ -23,15 +23,15 @@ from locust import FastHttpUser, between, task
 # importable from anywhere.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway.propagation.w3c import TRACERESPONSE, parse_traceresponse
 from loadtest.hostile import forge
 from loadtest.plugin import FORGED, HOSTILE  # importing it wires the trace check into locust
-from loadtest.traces import TRACERESPONSE, parse_traceresponse
 
 if os.environ.get("LOADTEST_GRPC") == "1":
     # gRPC calls beside the HTTP users, each call's trace checked like theirs (loadtest/grpc_user.py).
     from loadtest.grpc_user import EmojiGrpcCaller  # noqa: F401
 
-# emojivoto's web API, as gateway/devtools/mesh/web.py serves it.
+# emojivoto's web API, as gateway_devtools/mesh/web.py serves it.
 LIST_PATH = "/api/list"
 VOTE_PATH = "/api/vote"
 LEADERBOARD_PATH = "/api/leaderboard"

@@ -34,6 +34,7 @@ from locust.event import EventHook
 from locust.rpc import Message
 from locust.runners import STATE_STOPPED, LocalRunner, MasterRunner, WorkerRunner
 
+from gateway.propagation.w3c import TRACERESPONSE
 from gateway.routes import Route
 from loadtest import webui
 from loadtest.backends import BackendKind, CheckError, fetch_all, open_backend
@@ -52,7 +53,6 @@ from loadtest.check import (
 from loadtest.live import LiveTally, due_records
 from loadtest.traces import (
     DEFAULT_MAX_RECORDS,
-    TRACERESPONSE,
     RecordBatch,
     Recorder,
     Recording,

@@ -9,7 +9,6 @@ other is an orphan, started by a service that lost or ignored the context it was
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 from collections import Counter, defaultdict
@@ -18,12 +17,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from gateway.propagation.w3c import TRACERESPONSE, parse_traceresponse
 from gateway.threshold import parse_ot
 from loadtest.expectations import Expectations, missing_spans
 from loadtest.rates import ALL_ROUTES, RateGroup, RouteLookup, RouteRate, rate_groups
 from loadtest.thresholds import ThresholdGroup, threshold_groups
 
-TRACERESPONSE = "traceresponse"
 HTTP_PATH = "http.path"
 # The gateway's tracestate on its spans, with its sampling threshold (`ot=th:`), as Zipkin and Jaeger keep it.
 W3C_TRACESTATE = "w3c.tracestate"
@@ -31,9 +30,6 @@ DEFAULT_MAX_RECORDS = 200_000
 DEFAULT_MAX_FORGED = 5_000
 LOW_64_BITS = (1 << 64) - 1
 
-# version 00: trace id, span id, flags; https://w3c.github.io/trace-context/#traceresponse-header
-_TRACERESPONSE = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-_SAMPLED_FLAG = 0x01
 _DESCRIBED_SPANS = 3
 _LISTED_TRACES = 5
 
@@ -244,17 +240,6 @@ class Recorder:
             self._sent_records = self._sent_forged = 0
             self._sent_counts = [0, 0, 0, 0]
             self._sampled = self._hostile = 0
-
-
-def parse_traceresponse(value: str) -> tuple[int, int, bool] | None:
-    """(trace id, span id, sampled) from a `traceresponse` value, None when it is malformed or the ids are zero."""
-    match = _TRACERESPONSE.fullmatch(value.strip())
-    if match is None:
-        return None
-    trace_id, span_id = int(match[1], 16), int(match[2], 16)
-    if not trace_id or not span_id:
-        return None
-    return trace_id, span_id, bool(int(match[3], 16) & _SAMPLED_FLAG)
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         stack.enter_context(
             running_process(
-                python_module("gateway.devtools.collector", "--host", LOOPBACK, "--port", str(collector_port)),
+                python_module("gateway_devtools.collector", "--host", LOOPBACK, "--port", str(collector_port)),
                 work / "collector.log",
                 wait_ports=[collector_port],
             )

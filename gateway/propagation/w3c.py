@@ -131,5 +131,19 @@ def format_traceresponse(trace_id: int, span_id: int, sampled: bool) -> str:
     return _format(trace_id, span_id, sampled)
 
 
+def parse_traceresponse(value: str) -> tuple[int, int, bool] | None:
+    """(trace id, span id, sampled) from a version 00 ``traceresponse``, as a client reads what the gateway announced
+    (the load test, the tests); None when it is malformed or an id is zero. Only the sampled flag is read."""
+    version, _, rest = value.strip().partition("-")
+    trace_hex, _, rest = rest.partition("-")
+    span_hex, _, flags = rest.partition("-")
+    if version != "00" or not (_HEX32.fullmatch(trace_hex) and _HEX16.fullmatch(span_hex) and _HEX2.fullmatch(flags)):
+        return None
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if not trace_id or not span_id:
+        return None
+    return trace_id, span_id, bool(int(flags, 16) & _SAMPLED_FLAG)
+
+
 def _format(trace_id: int, span_id: int, sampled: bool) -> str:
     return f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}"

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
-from gateway.devtools.collector import create_collector_app
+from gateway_devtools.collector.app import create_collector_app
 from tests.support import SCREENSHOTS, ThreadedServer, headless_chromium
 
 pytestmark = pytest.mark.browser

@@ -206,7 +206,8 @@ def tracked_files() -> list[str]:
     [
         ("pyproject.toml", True),
         ("gateway/app.py", True),
-        ("gateway/devtools/mesh/web.py", True),
+        # The dev tools stay out of the gateway's image: `pip install .` there builds the gateway alone.
+        ("gateway_devtools/mesh/web.py", False),
         ("deploy/locust/requirements.txt", True),
         (".git/HEAD", False),
         (".venv/bin/python", False),
@@ -279,10 +280,21 @@ def installed_with(distributions: list[str]) -> set[str]:
 def test_the_locust_image_has_every_package_loadtest_imports():
     image = installed_with(["ingress-gateway", *(Requirement(line).name for line in requirement_lines())])
     providers = importlib.metadata.packages_distributions()
-    for module in sorted(third_party_imports(LOADTEST)):
+    # The dev tools are not in the image (its build context holds gateway/ alone): see the test below.
+    for module in sorted(third_party_imports(LOADTEST) - {"gateway_devtools"}):
         # The project itself provides `gateway`: the Dockerfile installs it.
         distributions = {name.lower().replace("_", "-") for name in providers.get(module, [])}
         assert distributions & image, f"loadtest/ imports {module}, which the Locust image does not install"
+
+
+def test_in_loadtest_only_the_local_launcher_imports_the_dev_tools():
+    # loadtest/demo.py is `make loadtest` on a developer's machine, which starts the demo; the image never runs it.
+    importers = [
+        path.name
+        for path in sorted(LOADTEST.glob("*.py"))
+        if re.search(r"^\s*(from|import) gateway_devtools\b", path.read_text(), re.MULTILINE)
+    ]
+    assert importers == ["demo.py"]
 
 
 def test_the_locust_image_pins_versions_the_project_allows():

@@ -37,7 +37,7 @@ from tests.deploy.manifests import (
     referenced_configmap,
     rendered,
 )
-from tests.deploy.podman import Container, build, debian_base
+from tests.deploy.podman import LIMITS, Container, build, debian_base, podman
 from tests.support import LOOPBACK, ThreadedServer, free_port
 
 pytestmark = pytest.mark.skipif(
@@ -302,3 +302,15 @@ def test_ingress_gateway_check_accepts_the_manifests_settings_in_the_image(gatew
     with Container(GATEWAY_TAG, *run.options, command=("check",)) as checked:
         status = subprocess.run(["podman", "wait", checked.id], capture_output=True, text=True, timeout=60)
         assert status.stdout.strip() == "0", checked.logs()
+
+
+def test_the_gateway_image_carries_neither_the_dev_tools_nor_their_dependencies(gateway_image):
+    """The image's `pip install .` builds the gateway alone: no gateway_devtools, no starlette, no grpcio."""
+    absent = (
+        "import importlib.util; "
+        "print(*(name for name in ('gateway', 'gateway_devtools', 'starlette', 'grpc') "
+        "if importlib.util.find_spec(name) is not None))"
+    )
+    run = ("run", "--rm", "--runtime=runc", "--network=none", *LIMITS, "--entrypoint=python3", GATEWAY_TAG)
+    found = podman(*run, "-c", absent)
+    assert found.split() == ["gateway"]

@@ -18,13 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.propagation.w3c import format_traceresponse, parse_traceresponse
 from tests.support import LOOPBACK, RunningProcess, free_port, python_module, running_process
 
 GATEWAY_BIN = str(Path(sys.executable).with_name("ingress-gateway"))
 SERVICE_NAME = "e2e-gateway"
 HEX_TRACE_ID = re.compile(r"[0-9a-f]{16}|[0-9a-f]{32}")
 HEX_SPAN_ID = re.compile(r"[0-9a-f]{16}")
-TRACERESPONSE = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])")
 _SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
@@ -128,7 +128,7 @@ class Collector:
 @contextlib.contextmanager
 def run_collector(log_dir: Path, *extra: str) -> Iterator[Collector]:
     port = free_port()
-    args = python_module("gateway.devtools.collector", "--host", LOOPBACK, "--port", str(port), *extra)
+    args = python_module("gateway_devtools.collector", "--host", LOOPBACK, "--port", str(port), *extra)
     with running_process(args, log_dir / f"collector-{port}.log", wait_ports=[port]) as process:
         yield Collector(process, port)
 
@@ -328,9 +328,16 @@ def traceresponse(response: httpx.Response) -> tuple[str, str, bool]:
     """(32-hex trace id, 16-hex span id, sampled) from a response's `traceresponse` header."""
     values = response.headers.get_list("traceresponse")
     assert len(values) == 1, f"expected one traceresponse header, got {values}"
-    match = TRACERESPONSE.fullmatch(values[0])
-    assert match is not None, f"malformed traceresponse {values[0]!r}"
-    return match[1], match[2], match[3] == "01"
+    return announced(values[0])
+
+
+def announced(value: str) -> tuple[str, str, bool]:
+    """(32-hex trace id, 16-hex span id, sampled) from a `traceresponse` value, which must be one the gateway writes
+    (its flags 00 or 01)."""
+    parsed = parse_traceresponse(value)
+    assert parsed is not None and value == format_traceresponse(*parsed), f"malformed traceresponse {value!r}"
+    trace_id, span_id, sampled = parsed
+    return f"{trace_id:032x}", f"{span_id:016x}", sampled
 
 
 def by_kind(spans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

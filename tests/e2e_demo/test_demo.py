@@ -1,4 +1,5 @@
-"""`python -m gateway.demo`, as `make run` starts it: every component up, the bot's traces complete, a clean Ctrl-C.
+"""`python -m gateway_devtools.demo`, as `make run` starts it: every component up, the bot's traces complete, a clean
+Ctrl-C.
 
 One demo runs for the module, on free ports, sampling every request; the last test stops it with SIGINT.
 """
@@ -24,7 +25,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from gateway.demo import PORTS
+from gateway.propagation.w3c import parse_traceresponse
+from gateway_devtools.demo.environment import PORTS
 from tests.integration.mesh.traces import ZipkinReader, assert_connected, poll, service, services
 from tests.support import (
     LOOPBACK,
@@ -81,7 +83,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         "NO_COLOR": "1",
     }
     log = tmp_path_factory.mktemp("demo") / "demo.log"
-    with running_process(python_module("gateway.demo"), log, env=env) as process:
+    with running_process(python_module("gateway_devtools.demo"), log, env=env) as process:
         output = poll(process.output, lambda text: READY_LINE in text or process.popen.poll() is not None, 60.0)
         assert READY_LINE in output, f"the demo did not come up:\n{output}"
         yield Demo(process, ports)
@@ -100,8 +102,8 @@ def test_every_component_comes_up_and_the_urls_are_printed(demo: Demo) -> None:
     commands = sorted(_command(pid) for pid in _children(demo.process.pid))
     assert len(commands) == CHILDREN, commands
     # four services (emoji-grpc too) and the bot
-    assert sum("gateway.devtools.mesh" in command for command in commands) == 5
-    assert sum("gateway.devtools.collector" in command for command in commands) == 1
+    assert sum("gateway_devtools.mesh" in command for command in commands) == 5
+    assert sum("gateway_devtools.collector" in command for command in commands) == 1
     assert sum(command.endswith("-m gateway") for command in commands) == 2  # cleartext and HTTPS
 
 
@@ -115,9 +117,9 @@ def test_the_app_answers_through_the_gateway_with_a_complete_trace(demo: Demo) -
 
     assert vote.status_code == 200, vote.text
     assert vote.json() == {"shortcode": ":rocket:", "unicode": "🚀"}
-    match = re.fullmatch(r"00-([0-9a-f]{32})-[0-9a-f]{16}-01", vote.headers["traceresponse"])
-    assert match is not None, vote.headers["traceresponse"]
-    spans = demo.zipkin.wait_for_trace(match[1], 7)
+    announced = parse_traceresponse(vote.headers["traceresponse"])
+    assert announced is not None and announced[2], vote.headers["traceresponse"]
+    spans = demo.zipkin.wait_for_trace(f"{announced[0]:032x}", 7)
     root = assert_connected(spans, root_parent=None)
     assert (service(root), root["kind"], root["tags"]["http.path"]) == (GATEWAY_SERVICE, "SERVER", "/api/vote")
     assert services(spans) == EXPECTED_TRACES["/api/vote"][1]
@@ -129,9 +131,9 @@ def test_a_grpc_call_through_the_gateway_is_one_complete_trace(demo: Demo) -> No
     with grpc.insecure_channel(f"127.0.0.1:{demo.ports['GATEWAY_PORT']}") as channel:
         reply, call = channel.unary_unary("/emojivoto.v1.EmojiService/ListAll").with_call(b"{}", timeout=10)
     assert {"shortcode": ":rocket:", "unicode": "🚀"} in json.loads(reply)["list"]
-    match = re.fullmatch(r"00-([0-9a-f]{32})-[0-9a-f]{16}-01", dict(call.initial_metadata())["traceresponse"])
-    assert match is not None
-    spans = demo.zipkin.wait_for_trace(match[1], 3)
+    announced = parse_traceresponse(dict(call.initial_metadata())["traceresponse"])
+    assert announced is not None and announced[2]
+    spans = demo.zipkin.wait_for_trace(f"{announced[0]:032x}", 3)
     root = assert_connected(spans, root_parent=None)
     assert (root["name"].lower(), root["tags"]["rpc.system"]) == ("emojivoto.v1.emojiservice/listall", "grpc")
     assert services(spans) == {GATEWAY_SERVICE, "emoji-grpc"}
@@ -228,8 +230,9 @@ def test_the_app_answers_over_https_and_http2_with_the_printed_ca(demo: Demo) ->
     assert result.stdout == "2 200", result.stderr
     vote = httpx.get(f"{url}api/vote?choice=:rocket:", verify=ssl.create_default_context(cafile=ca_file), timeout=10)
     assert vote.status_code == 200, vote.text
-    trace_id = vote.headers["traceresponse"].split("-")[1]
-    spans = demo.zipkin.wait_for_trace(trace_id, EXPECTED_TRACES["/api/vote"][0])
+    announced = parse_traceresponse(vote.headers["traceresponse"])
+    assert announced is not None
+    spans = demo.zipkin.wait_for_trace(f"{announced[0]:032x}", EXPECTED_TRACES["/api/vote"][0])
     assert services(spans) == EXPECTED_TRACES["/api/vote"][1]
 
 
@@ -253,7 +256,7 @@ def test_a_taken_port_stops_the_demo_with_one_clear_line() -> None:
         taken.bind((LOOPBACK, int(ports["DEMO_WEB_PORT"])))
         taken.listen()
         result = subprocess.run(
-            python_module("gateway.demo"),
+            python_module("gateway_devtools.demo"),
             env={**os.environ, **ports},
             capture_output=True,
             text=True,

@@ -9,12 +9,12 @@ import pytest
 from py_zipkin.encoding import Span
 
 from gateway.app import create_app
-from gateway.devtools.mesh.emoji_grpc import SERVICE, add_to
-from gateway.devtools.mesh.tracing import Tracer
 from gateway.metrics import Metrics
 from gateway.sampling import RatioSampler
 from gateway.settings import Settings
 from gateway.spans import local_endpoint
+from gateway_devtools.mesh.emoji_grpc import SERVICE, add_to
+from gateway_devtools.mesh.tracing import Tracer
 from tests.grpc.asgi import AsgiCall
 from tests.grpc.servers import frame
 from tests.grpc.test_grpc_flow import RecordingReporter

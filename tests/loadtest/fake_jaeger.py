@@ -1,7 +1,7 @@
 """A stand-in for jaeger-query's HTTP API (what Jaeger's UI reads), fed from a Zipkin-API collector.
 
 It answers `GET /api/services`, `GET /api/traces?service&start&end&limit` and `GET /api/traces/{id}` as Jaeger does,
-from the spans the collector (`python -m gateway.devtools.collector`, or its app in a thread) holds: each Zipkin v2
+from the spans the collector (`python -m gateway_devtools.collector`, or its app in a thread) holds: each Zipkin v2
 span becomes a span of Jaeger's JSON model, as Jaeger's Zipkin receiver stores it (kind and remote service as the
 `span.kind` and `peer.service` tags, the parent as a CHILD_OF reference, the local service as a process).
 """

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.devtools.collector.app import create_collector_app
+from gateway_devtools.collector.app import create_collector_app
 from loadtest.backends import (
     BackendKind,
     CheckError,

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.devtools.collector.app import create_collector_app
+from gateway_devtools.collector.app import create_collector_app
 from loadtest.backends import BackendKind, CheckError
 from loadtest.check import (
     EXIT_BROKEN,

@@ -82,12 +82,12 @@ class Processes:
     def service(self, name: str, collector: str, *extra: str) -> str:
         port = free_port()
         args = ["--port", str(port), "--zipkin-url", f"{collector}/api/v2/spans", "--flush-interval", FLUSH_INTERVAL]
-        self._start(python_module("gateway.devtools.mesh", name, *args, *extra), f"{name}-{port}", port)
+        self._start(python_module("gateway_devtools.mesh", name, *args, *extra), f"{name}-{port}", port)
         return f"http://{LOOPBACK}:{port}"
 
     def collector(self) -> str:
         port = free_port()
-        self._start(python_module("gateway.devtools.collector", "--port", str(port)), "collector", port)
+        self._start(python_module("gateway_devtools.collector", "--port", str(port)), "collector", port)
         return f"http://{LOOPBACK}:{port}"
 
     def gateway(self, collector: str, rate: str, upstream: str | None = None, routes: Path | None = None) -> Gateway:

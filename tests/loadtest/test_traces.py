@@ -20,7 +20,6 @@ from loadtest.traces import (
     classify_unannounced,
     group_by_trace,
     judge,
-    parse_traceresponse,
     span_from_json,
     summary,
     trace_hex,
@@ -81,41 +80,6 @@ def record(
 
 def without(spans: list[SpanView], *ids: int) -> list[SpanView]:
     return [each for each in spans if each.id not in ids]
-
-
-# --- traceresponse -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", (TRACE, 0x00F067AA0BA902B7, True)),
-        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", (TRACE, 0x00F067AA0BA902B7, False)),
-        # A 64-bit trace id arrives left-padded with zeros.
-        ("00-0000000000000000a3ce929d0e0e4736-00f067aa0ba902b7-01", (0xA3CE929D0E0E4736, 0x00F067AA0BA902B7, True)),
-        # Only the sampled bit is read.
-        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03", (TRACE, 0x00F067AA0BA902B7, True)),
-        (" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ", (TRACE, 0x00F067AA0BA902B7, True)),
-    ],
-)
-def test_parse_traceresponse_reads_trace_span_and_sampled_flag(value, expected):
-    assert parse_traceresponse(value) == expected
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "",
-        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  # upper case
-        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # unknown version
-        "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",  # 31 hex
-        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # zero trace id
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # zero span id
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-    ],
-)
-def test_parse_traceresponse_rejects_malformed_values(value):
-    assert parse_traceresponse(value) is None
 
 
 # --- one announced trace -----------------------------------------------------------------------------------

@@ -183,7 +183,7 @@ def test_spans_wait_for_a_collector_that_starts_late(
     time.sleep(0.5)
     assert metric(gateway, "gateway_span_batches_total", outcome="retried") >= 1
 
-    args = python_module("gateway.devtools.collector", "--host", LOOPBACK, "--port", str(port))
+    args = python_module("gateway_devtools.collector", "--host", LOOPBACK, "--port", str(port))
     log = tmp_path_factory.mktemp("late") / "collector.log"
     with running_process(args, log, wait_ports=[port]) as process:
         assert_delivered_whole(Collector(process, port), sent)

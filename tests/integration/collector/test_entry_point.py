@@ -1,4 +1,4 @@
-"""`python -m gateway.devtools.collector` as a real process: starts, serves, stops on a signal."""
+"""`python -m gateway_devtools.collector` as a real process: starts, serves, stops on a signal."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from tests.support import LOOPBACK, RunningProcess, free_port, python_module, running_process
 
-MODULE = "gateway.devtools.collector"
+MODULE = "gateway_devtools.collector"
 SPAN = {"traceId": "00000000000000a1", "id": "00000000000000b2", "name": "get /", "timestamp": 1, "duration": 5}
 
 

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from py_zipkin.encoding.protobuf import zipkin_pb2
 
-from gateway.devtools.collector import SpanStore, create_collector_app
+from gateway_devtools.collector.app import create_collector_app
+from gateway_devtools.collector.store import SpanStore
 from tests.support import ThreadedServer
 
 TRACE_ID = "4e441824ec2b6a44ffdc9bb9a6453df3"

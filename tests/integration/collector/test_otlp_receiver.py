@@ -14,11 +14,11 @@ import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from gateway.devtools.collector import create_collector_app
 from gateway.otlp import OtlpEncoder
 from gateway.routes import Upstream
 from gateway.spans import W3C_TRACESTATE, Exchange, local_endpoint
 from gateway.zipkin_json import ZipkinJsonEncoder
+from gateway_devtools.collector.app import create_collector_app
 from tests.support import ThreadedServer
 
 TRACE_ID = 0x4E441824EC2B6A44FFDC9BB9A6453DF3

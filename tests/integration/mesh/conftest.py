@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from gateway.context import RandomIdGenerator
-from gateway.devtools.collector.app import create_collector_app
-from gateway.devtools.mesh.app import EMOJI, VOTING, WEB, ServiceConfig, create_app
-from gateway.devtools.mesh.tracing import Misbehaviour
+from gateway_devtools.collector.app import create_collector_app
+from gateway_devtools.mesh.app import EMOJI, VOTING, WEB, ServiceConfig, create_app
+from gateway_devtools.mesh.tracing import Misbehaviour
 from tests.integration.mesh.traces import ZipkinReader
 from tests.support import LOOPBACK, ThreadedServer, free_port
 

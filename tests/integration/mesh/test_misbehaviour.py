@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from gateway.devtools.mesh.tracing import Misbehaviour
+from gateway_devtools.mesh.tracing import Misbehaviour
 from tests.integration.mesh.conftest import FLUSH_INTERVAL, VOTE, VOTE_SPANS, MeshFactory, b3
 from tests.integration.mesh.traces import (
     Span,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from gateway.devtools.mesh.app import WEB, ServiceConfig, create_app
+from gateway_devtools.mesh.app import WEB, ServiceConfig, create_app
 from tests.integration.mesh.conftest import VOTE, VOTE_SPANS, MeshFactory, b3
 from tests.integration.mesh.traces import ZipkinReader, assert_connected, poll, remote_service, service, services
 from tests.support import LOOPBACK, ThreadedServer, free_port

@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from py_zipkin.encoding.protobuf import zipkin_pb2
 
-from gateway.devtools.collector.codec import PayloadError, decode_spans
-from gateway.devtools.collector.model import Annotation, Endpoint, Span, span_to_json
+from gateway_devtools.collector.codec import decode_spans
+from gateway_devtools.collector.model import Annotation, Endpoint, Span, span_to_json
+from gateway_devtools.collector.normalise import PayloadError
 
 JSON = "application/json"
 PROTOBUF = "application/x-protobuf"

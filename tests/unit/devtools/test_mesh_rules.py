@@ -10,14 +10,14 @@ import pytest
 from py_zipkin.encoding import Span
 
 from gateway.context import Extracted, TraceContext
-from gateway.devtools.mesh.reporting import SpanBatcher
-from gateway.devtools.mesh.tracing import HttpCall, Misbehaviour, Tracer
-from gateway.devtools.mesh.votebot import DOUGHNUT_SHARE, Tally, pick_choice
-from gateway.devtools.mesh.voting import Ballot, BrokenChoiceError
 from gateway.sampling import RatioSampler
 from gateway.span_sender import RetryableError
 from gateway.spans import local_endpoint
 from gateway.zipkin_json import encode_spans
+from gateway_devtools.mesh.reporting import SpanBatcher
+from gateway_devtools.mesh.tracing import HttpCall, Misbehaviour, Tracer
+from gateway_devtools.mesh.votebot import DOUGHNUT_SHARE, Tally, pick_choice
+from gateway_devtools.mesh.voting import Ballot, BrokenChoiceError
 from tests.support import FixedIds
 
 TRACE, CALLER, SERVER_ID, CLIENT_ID = 0xA1, 0xB2, 0xC3, 0xD4

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.devtools.collector.model import Annotation, Endpoint, Span, format_trace_id, span_to_json
+from gateway_devtools.collector.model import Annotation, Endpoint, Span, format_trace_id, span_to_json
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from gateway.devtools.collector.model import Annotation, Endpoint, Span
-from gateway.devtools.collector.query import (
+from gateway_devtools.collector.model import Annotation, Endpoint, Span
+from gateway_devtools.collector.query import (
     DEFAULT_LIMIT,
     DEFAULT_LOOKBACK_MS,
     QueryError,

@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
-from gateway.devtools.collector.model import Endpoint, Span
-from gateway.devtools.collector.query import TraceQuery
-from gateway.devtools.collector.store import SpanStore
+from gateway_devtools.collector.model import Endpoint, Span
+from gateway_devtools.collector.query import TraceQuery
+from gateway_devtools.collector.store import SpanStore
 from tests.support import FakeClock
 
 NOW_MS = 1_700_000_000_000

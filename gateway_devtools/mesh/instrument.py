@@ -13,9 +13,9 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.context import TraceContext
-from gateway.devtools.mesh.tracing import HttpCall, Tracer
 from gateway.propagation.b3 import extract
 from gateway.spans import local_endpoint
+from gateway_devtools.mesh.tracing import HttpCall, Tracer
 
 TRACE_KEY = "mesh.trace"
 _STATUS_MESSAGES = frozenset({"http.response.start", "websocket.http.response.start"})

@@ -23,7 +23,7 @@ DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_BATCH_SIZE = 200
 DEFAULT_FLUSH_INTERVAL = 0.5
 
-logger = logging.getLogger("gateway.devtools.mesh")
+logger = logging.getLogger("gateway_devtools.mesh")
 
 
 class SpanBatcher:

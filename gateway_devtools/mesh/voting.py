@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.devtools.mesh.instrument import request_trace
+from gateway_devtools.mesh.instrument import request_trace
 
 VOTE_PATH = "/vote"
 RESULTS_PATH = "/results"

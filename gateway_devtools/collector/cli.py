@@ -1,4 +1,4 @@
-"""`python -m gateway.devtools.collector`: serve the collector with uvicorn until SIGTERM or SIGINT."""
+"""`python -m gateway_devtools.collector`: serve the collector with uvicorn until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 
 import uvicorn
 
-from gateway.devtools.collector.app import create_collector_app
-from gateway.devtools.collector.store import DEFAULT_MAX_AGE, DEFAULT_MAX_SPANS, SpanStore
-from gateway.devtools.serving import exit_cleanly_on_stop_signals, listen
+from gateway_devtools.collector.app import create_collector_app
+from gateway_devtools.collector.store import DEFAULT_MAX_AGE, DEFAULT_MAX_SPANS, SpanStore
+from gateway_devtools.serving import exit_cleanly_on_stop_signals, listen
 
 EXIT_CANNOT_LISTEN = 1
 _MAX_PORT = 65535
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway.devtools.collector",
+        prog="python -m gateway_devtools.collector",
         description="A Zipkin-API-compatible span collector with a trace page, for development and tests.",
         epilog="Test hooks: GET /api/v2/_stats (counters), DELETE /api/v2/_reset (empty the store).",
     )
@@ -99,7 +99,3 @@ def _number(kind: Callable[[str], float], *, allow_zero: bool) -> Callable[[str]
         return value
 
     return parse
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

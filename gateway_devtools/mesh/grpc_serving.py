@@ -1,4 +1,4 @@
-"""Runs `emoji-grpc` (gateway/devtools/mesh/emoji_grpc.py) on a grpc.aio server until SIGTERM or SIGINT."""
+"""Runs `emoji-grpc` (gateway_devtools/mesh/emoji_grpc.py) on a grpc.aio server until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import signal
 
 import grpc
 
-from gateway.devtools.mesh.emoji_grpc import add_to
-from gateway.devtools.mesh.reporting import SpanBatcher
-from gateway.devtools.mesh.tracing import Misbehaviour, Tracer
 from gateway.sampling import RatioSampler
 from gateway.span_sender import HttpSpanSender
 from gateway.spans import local_endpoint
+from gateway_devtools.mesh.emoji_grpc import add_to
+from gateway_devtools.mesh.reporting import SpanBatcher
+from gateway_devtools.mesh.tracing import Misbehaviour, Tracer
 
 NAME = "emoji-grpc"
 REPORT_TIMEOUT = 5.0

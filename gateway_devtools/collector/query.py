@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from gateway.devtools.collector.model import Span
+from gateway_devtools.collector.model import Span
 
 SERVICE_NAME = "serviceName"
 REMOTE_SERVICE_NAME = "remoteServiceName"

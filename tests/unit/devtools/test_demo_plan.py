@@ -1,10 +1,11 @@
-"""What `python -m gateway.demo` starts for a given environment, and the one line it fails with when it cannot."""
+"""What `python -m gateway_devtools.demo` starts for a given environment, and the one line it fails with when it
+cannot."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.demo import (
+from gateway_devtools.demo.environment import (
     BOT,
     COLLECTOR,
     EMOJI,
@@ -14,11 +15,9 @@ from gateway.demo import (
     VOTING,
     WEB,
     DemoError,
-    Plan,
-    banner,
-    make_plan,
 )
-from gateway.devtools.mesh.tracing import Misbehaviour
+from gateway_devtools.demo.plan import Plan, banner, make_plan
+from gateway_devtools.mesh.tracing import Misbehaviour
 
 PYTHON = "/venv/bin/python"
 

@@ -15,17 +15,18 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gateway.devtools.collector.codec import DEFAULT_MAX_BYTES, PayloadError, decode_spans, decompress
-from gateway.devtools.collector.model import Span, format_trace_id, span_to_json
-from gateway.devtools.collector.otlp import TRACES_PATH, decode_otlp
-from gateway.devtools.collector.query import (
+from gateway_devtools.collector.codec import DEFAULT_MAX_BYTES, decode_spans, decompress
+from gateway_devtools.collector.model import Span, format_trace_id, span_to_json
+from gateway_devtools.collector.normalise import PayloadError
+from gateway_devtools.collector.otlp import TRACES_PATH, decode_otlp
+from gateway_devtools.collector.query import (
     QueryError,
     parse_trace_id,
     parse_trace_ids,
     parse_trace_query,
     required_service_name,
 )
-from gateway.devtools.collector.store import SpanStore
+from gateway_devtools.collector.store import SpanStore
 
 API = "/api/v2"
 STATS_PATH = f"{API}/_stats"

@@ -21,8 +21,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from gateway.devtools.collector.codec import JSON, PROTOBUF, PROTOBUF_ALIAS, PayloadError, make_endpoint, make_span
-from gateway.devtools.collector.model import CLIENT, CONSUMER, PRODUCER, SERVER, Endpoint, Span
+from gateway_devtools.collector.codec import JSON, PROTOBUF, PROTOBUF_ALIAS
+from gateway_devtools.collector.model import CLIENT, CONSUMER, PRODUCER, SERVER, Endpoint, Span
+from gateway_devtools.collector.normalise import PayloadError, make_endpoint, make_span
 
 TRACES_PATH = "/v1/traces"
 _KINDS = {

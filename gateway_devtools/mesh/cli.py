@@ -1,4 +1,4 @@
-"""`python -m gateway.devtools.mesh web|emoji|voting|bot`: one demo service (or the vote-bot) until SIGTERM/SIGINT."""
+"""`python -m gateway_devtools.mesh web|emoji|voting|bot`: one demo service (or the vote-bot) until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from gateway.devtools.mesh import votebot
-from gateway.devtools.mesh.app import SERVICES, ServiceConfig, create_app
-from gateway.devtools.mesh.reporting import DEFAULT_FLUSH_INTERVAL
-from gateway.devtools.mesh.tracing import Misbehaviour
-from gateway.devtools.serving import exit_cleanly_on_stop_signals, listen
+from gateway_devtools.mesh import votebot
+from gateway_devtools.mesh.app import SERVICES, ServiceConfig, create_app
+from gateway_devtools.mesh.reporting import DEFAULT_FLUSH_INTERVAL
+from gateway_devtools.mesh.tracing import Misbehaviour
+from gateway_devtools.serving import exit_cleanly_on_stop_signals, listen
 
 BOT = "bot"
 EMOJI_GRPC = "emoji-grpc"
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == EMOJI_GRPC:
         # grpcio is imported only here: the HTTP services run without it.
-        from gateway.devtools.mesh.grpc_serving import serve_emoji_grpc
+        from gateway_devtools.mesh.grpc_serving import serve_emoji_grpc
 
         return serve_emoji_grpc(args.host, args.port, args.zipkin_url, args.misbehave, args.sample_rate)
     return _serve(parser, args)
@@ -71,7 +71,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway.devtools.mesh",
+        prog="python -m gateway_devtools.mesh",
         description="The demo mesh (web -> emoji, web -> voting), traced with B3 and Zipkin, and its vote-bot.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{web,emoji,voting,emoji-grpc,bot}")
@@ -118,7 +118,3 @@ def _misbehaviour(text: str) -> Misbehaviour:
         return Misbehaviour(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(Misbehaviour)}") from None
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

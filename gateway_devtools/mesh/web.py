@@ -16,8 +16,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway.devtools.mesh import emoji, voting
-from gateway.devtools.mesh.instrument import Downstream, DownstreamError, RequestTrace, request_trace
+from gateway_devtools.mesh import emoji, voting
+from gateway_devtools.mesh.instrument import Downstream, DownstreamError, RequestTrace, request_trace
 
 PAGE_PATH = "/"
 LIST_PATH = "/api/list"

@@ -13,13 +13,13 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from gateway.context import IdGenerator
-from gateway.devtools.mesh import emoji, voting, web
-from gateway.devtools.mesh.instrument import Downstream, SpanSink, TracingMiddleware
-from gateway.devtools.mesh.reporting import DEFAULT_FLUSH_INTERVAL, SpanBatcher
-from gateway.devtools.mesh.tracing import Misbehaviour, Tracer
 from gateway.sampling import RatioSampler
 from gateway.span_sender import HttpSpanSender
 from gateway.spans import local_endpoint
+from gateway_devtools.mesh import emoji, voting, web
+from gateway_devtools.mesh.instrument import Downstream, SpanSink, TracingMiddleware
+from gateway_devtools.mesh.reporting import DEFAULT_FLUSH_INTERVAL, SpanBatcher
+from gateway_devtools.mesh.tracing import Misbehaviour, Tracer
 
 WEB = "web"
 EMOJI = "emoji"

@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
-from gateway.devtools.mesh.emoji import EMOJIS
-from gateway.devtools.mesh.instrument import SpanSink
-from gateway.devtools.mesh.tracing import HttpCall, Tracer
 from gateway.propagation.b3 import extract
+from gateway_devtools.mesh.emoji import EMOJIS
+from gateway_devtools.mesh.instrument import SpanSink
+from gateway_devtools.mesh.tracing import HttpCall, Tracer
 
 SERVICE = "emojivoto.v1.EmojiService"
 Handler = Callable[[bytes], tuple[grpc.StatusCode, bytes, str]]

@@ -1,10 +1,8 @@
 """Decode and validate `POST /api/v2/spans` bodies: JSON or protobuf ListOfSpans, optionally gzipped.
 
-Normalisation follows zipkin2.Span.Builder: names and service names are lowercased, a 32-hex trace id whose high
-half is zeros becomes 16 hex, an all-zeros or self-referencing parentId is dropped, non-positive timestamps and
-durations are absent, `shared` is cleared on CLIENT spans, annotations are sorted and de-duplicated. Where Zipkin
-pads short ids, this collector answers 400: specs/zipkin2-api.yaml asks for 16 or 32 lower-hex characters, and
-a development collector that silently repairs ids would hide the reporter's bug.
+The spans are normalised as Zipkin does it (normalise.py). Where Zipkin pads short ids, this collector answers 400:
+specs/zipkin2-api.yaml asks for 16 or 32 lower-hex characters, and a development collector that silently repairs
+ids would hide the reporter's bug.
 """
 
 from __future__ import annotations
@@ -13,14 +11,15 @@ import ipaddress
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 from py_zipkin.encoding.protobuf import zipkin_pb2
 
-from gateway.devtools.collector.model import CLIENT, KINDS, Annotation, Endpoint, Span
+from gateway_devtools.collector.model import KINDS, Annotation, Endpoint, Span
+from gateway_devtools.collector.normalise import PayloadError, make_endpoint, make_span
 
 JSON = "application/json"
 PROTOBUF = "application/x-protobuf"
@@ -31,7 +30,6 @@ DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 
 _TRACE_ID = re.compile(r"[0-9a-f]{16}|[0-9a-f]{32}")
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
-_MAX_PORT = 65535
 _MAX_INT64 = (1 << 63) - 1
 _PROTO_KINDS = {zipkin_pb2.Span.Kind.Value(kind): kind for kind in KINDS}
 _SHOWN_CHARS = 40
@@ -44,10 +42,6 @@ _JSON_TYPES: dict[type[Any], str] = {
     int: "integer",
     float: "number",
 }
-
-
-class PayloadError(ValueError):
-    """A body the collector refuses; `str(error)` is the one-line reason sent back with the 400."""
 
 
 def decode_spans(
@@ -271,65 +265,6 @@ def _endpoint_from_proto(endpoint: zipkin_pb2.Endpoint) -> Endpoint | None:
     ipv4 = ipaddress.IPv4Address(endpoint.ipv4) if len(endpoint.ipv4) == 4 else None
     ipv6 = ipaddress.IPv6Address(endpoint.ipv6) if len(endpoint.ipv6) == 16 else None
     return make_endpoint(endpoint.service_name, ipv4, ipv6, endpoint.port)
-
-
-# --- normalisation shared by both encodings ------------------------------------------------------------------------
-
-
-def make_span(
-    *,
-    trace_id: int,
-    span_id: int,
-    parent_id: int | None = None,
-    name: str | None = None,
-    kind: str | None = None,
-    timestamp: int | None = None,
-    duration: int | None = None,
-    local_endpoint: Endpoint | None = None,
-    remote_endpoint: Endpoint | None = None,
-    annotations: Iterable[Annotation] = (),
-    tags: Iterable[tuple[str, str]] = (),
-    debug: bool = False,
-    shared: bool = False,
-) -> Span:
-    """A Span normalised as zipkin2.Span.Builder.build() does."""
-    return Span(
-        trace_id=trace_id,
-        id=span_id,
-        parent_id=parent_id if parent_id and parent_id != span_id else None,
-        name=name.lower() if name else None,
-        kind=kind,
-        timestamp=timestamp if timestamp and timestamp > 0 else None,
-        duration=duration if duration and duration > 0 else None,
-        local_endpoint=local_endpoint,
-        remote_endpoint=remote_endpoint,
-        annotations=tuple(sorted(set(annotations))),
-        tags=tuple(sorted(dict(tags).items())),
-        debug=debug,
-        shared=shared and kind != CLIENT,
-    )
-
-
-def make_endpoint(
-    service_name: str | None,
-    ipv4: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
-    ipv6: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
-    port: int,
-) -> Endpoint | None:
-    """An Endpoint as zipkin2.Endpoint.Builder makes it; None when nothing is known, as Zipkin drops empty ones."""
-    if port > _MAX_PORT:
-        raise PayloadError(f"port {port} is above {_MAX_PORT}")
-    # Zipkin prefers the ipv4 field for an IPv4-mapped IPv6 address.
-    mapped = ipv6.ipv4_mapped if isinstance(ipv6, ipaddress.IPv6Address) else None
-    v4 = ipv4 if isinstance(ipv4, ipaddress.IPv4Address) else mapped
-    v6 = ipv6 if isinstance(ipv6, ipaddress.IPv6Address) and mapped is None else None
-    endpoint = Endpoint(
-        service_name=service_name.lower() if service_name else None,
-        ipv4=str(v4) if v4 else None,
-        ipv6=str(v6) if v6 else None,
-        port=port if port > 0 else None,
-    )
-    return None if endpoint == Endpoint() else endpoint
 
 
 def _json_type(value: object) -> str:

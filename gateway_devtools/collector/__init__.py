@@ -1,4 +1,5 @@
-"""A Zipkin-API-compatible development collector with a trace page: `python -m gateway.devtools.collector`.
+"""A Zipkin-API-compatible development collector with a trace page: `python -m gateway_devtools.collector`
+(gateway_devtools/collector/cli.py), or `create_collector_app()` (app.py) in a test.
 
 Zipkin's v2 API (specs/zipkin2-api.yaml), so that the same client code works against a real Zipkin:
 
@@ -18,8 +19,3 @@ and, for tests and people:
     GET    /                        the trace page; `/#trace=<id>` opens one trace
     GET    /health                  {"status": "UP"}
 """
-
-from gateway.devtools.collector.app import create_collector_app
-from gateway.devtools.collector.store import SpanStore
-
-__all__ = ["SpanStore", "create_collector_app"]

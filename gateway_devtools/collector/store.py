@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from gateway.devtools.collector.model import Span
-from gateway.devtools.collector.query import TraceQuery
+from gateway_devtools.collector.model import Span
+from gateway_devtools.collector.query import TraceQuery
 
 DEFAULT_MAX_SPANS = 100_000
 DEFAULT_MAX_AGE = 3600.0

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from gateway.devtools.mesh.voting import BROKEN_CHOICE
-from gateway.devtools.mesh.web import CHOICE, LEADERBOARD_PATH, LIST_PATH, VOTE_PATH
+from gateway_devtools.mesh.voting import BROKEN_CHOICE
+from gateway_devtools.mesh.web import CHOICE, LEADERBOARD_PATH, LIST_PATH, VOTE_PATH
 
 DOUGHNUT_SHARE = 0.15
 REQUEST_TIMEOUT = 5.0

@@ -1,1 +1,0 @@
-"""Development tools shipped with the gateway: a Zipkin-compatible collector and a demo mesh."""
