@@ -29,7 +29,6 @@ from gateway.grpc import (
 from gateway.grpc_call import Call, status_name, trailers_only
 from gateway.proxy import Upstream, UpstreamRequest
 from gateway.routing import ActiveRoute, Routing
-from gateway.spans import Exchange
 from gateway.trace_start import TraceStart
 
 TRAILERS_EXTENSION = "http.response.trailers"
@@ -100,16 +99,10 @@ class GrpcCalls:
             )
             if decision.sampled:
                 self._parts.reporter.submit(
-                    Exchange(
-                        begun.trace_id,
-                        begun.server_span_id,
-                        begun.client_span_id,
-                        begun.parent_id,
-                        decision.debug,
+                    begun.exchange(
                         method.span_name if method is not None else route.span_name("POST", path),
                         "POST",
                         path,
-                        begun.host,
                         call.http_status,
                         call.upstream_http_status,
                         call.error,
@@ -120,13 +113,11 @@ class GrpcCalls:
                         finished - started,
                         client_started_wall,
                         (call.upstream_finished or finished) - client_started,
-                        begun.tags(
-                            (
-                                *route.tags,
-                                *rpc_tags(method, call.status),
-                                (REQUEST_MESSAGES, str(call.request_messages.messages)),
-                                (RESPONSE_MESSAGES, str(call.response_messages.messages)),
-                            )
+                        (
+                            *route.tags,
+                            *rpc_tags(method, call.status),
+                            (REQUEST_MESSAGES, str(call.request_messages.messages)),
+                            (RESPONSE_MESSAGES, str(call.response_messages.messages)),
                         ),
                     ),
                     decision.reserved,

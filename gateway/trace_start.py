@@ -21,10 +21,11 @@ from gateway.propagation.w3c import (
     format_traceparent,
     format_traceresponse,
 )
+from gateway.routes import Upstream
 from gateway.routing import ActiveRoute
 from gateway.sampling import Decision, TracesPerSecondCap, decide, tracestate_after
 from gateway.settings import Propagation, Settings
-from gateway.spans import W3C_TRACESTATE
+from gateway.spans import W3C_TRACESTATE, Exchange
 from gateway.threshold import NO_OT, parse_ot
 from gateway.trust import TrustedNetworks
 
@@ -34,7 +35,7 @@ TRACEPARENT = b"traceparent"
 
 @dataclass(slots=True)
 class TraceStart:
-    """One request's start, shared by every protocol's flow.
+    """One request's start, shared by every protocol's flow, which makes its spans from it once the request is over.
 
     Not frozen, for the reason `spans.Exchange` gives: one is made per request. ``outgoing`` is the request's headers
     as they go upstream (Host first), trace context included; ``trace_response`` the headers the client gets back for
@@ -51,9 +52,48 @@ class TraceStart:
     trace_response: list[tuple[bytes, bytes]]
     tracestate: str | None  # the trace's W3C tracestate after the decision (its `ot` threshold), recorded on the spans
 
-    def tags(self, tags: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-        """The spans' tags: the given ones, and the trace's tracestate when it has one."""
-        return tags if not self.tracestate else (*tags, (W3C_TRACESTATE, self.tracestate))
+    def exchange(
+        self,
+        name: str,
+        method: str,
+        path: str,
+        status: int | None,
+        upstream_status: int | None,
+        error: str | None,
+        client_host: str | None,
+        client_port: int | None,
+        upstream: Upstream,
+        server_start: float,
+        server_duration: float,
+        client_start: float,
+        client_duration: float,
+        tags: tuple[tuple[str, str], ...],
+    ) -> Exchange:
+        """The finished request's spans to report: this trace's ids and decision, what happened, the given ``tags``
+        and the trace's tracestate when it has one."""
+        # Positional, in field order: with twenty keywords, making the record cost three times as much.
+        return Exchange(
+            self.trace_id,
+            self.server_span_id,
+            self.client_span_id,
+            self.parent_id,
+            self.decision.debug,
+            name,
+            method,
+            path,
+            self.host,
+            status,
+            upstream_status,
+            error,
+            client_host,
+            client_port,
+            upstream,
+            server_start,
+            server_duration,
+            client_start,
+            client_duration,
+            tags if not self.tracestate else (*tags, (W3C_TRACESTATE, self.tracestate)),
+        )
 
 
 class TraceStarter:

@@ -19,7 +19,6 @@ from gateway.asgi import Receive, Scope, Send, host_of
 from gateway.flow_parts import FlowParts
 from gateway.http_relay import text_headers
 from gateway.routing import Routing
-from gateway.spans import Exchange
 from gateway.websocket_relay import SessionRelay, refuse
 from gateway.websocket_session import upstream_handshake_headers
 
@@ -138,16 +137,10 @@ class WebSocketProxy:
             )
             if decision.sampled:
                 self._parts.reporter.submit(
-                    Exchange(
-                        begun.trace_id,
-                        begun.server_span_id,
-                        begun.client_span_id,
-                        begun.parent_id,
-                        decision.debug,
+                    begun.exchange(
                         route.span_name(METHOD, path),
                         METHOD,
                         path,
-                        begun.host,
                         relay.status,
                         relay.upstream_status,
                         relay.error,
@@ -158,7 +151,7 @@ class WebSocketProxy:
                         finished - started,
                         client_started_wall,
                         client_finished - client_started,
-                        begun.tags(route.tags + relay.tally.tags()),
+                        route.tags + relay.tally.tags(),
                     ),
                     decision.reserved,
                 )
