@@ -37,6 +37,8 @@ access_logger = logging.getLogger(ACCESS_LOGGER)
 
 
 class Gateway:
+    """The gateway's ASGI app, as uvicorn, gateway/edge.py and gateway/h2_server.py call it; one per worker."""
+
     def __init__(
         self,
         settings: Settings | None = None,
