@@ -33,7 +33,7 @@ class Report:
 
 def load_routes(settings: Settings) -> tuple[LoadedRoutes | None, Route | None]:
     """The route file and the fallback route, exactly as the gateway loads them (raises RouteFileError)."""
-    from gateway.app import load_route_config
+    from gateway.worker_routes import load_route_config
 
     return load_route_config(settings)
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from typing import Any
 
+from gateway.asgi import Receive, Send
 from gateway.forwarding import downstream_response_headers
 from gateway.grpc import (
     GRPC_STATUS,
@@ -26,13 +27,9 @@ from gateway.grpc import (
     status_for_reset,
 )
 from gateway.h2_upstream import UpstreamReset
+from gateway.propagation.w3c import TRACERESPONSE_BYTES
 from gateway.proxy import Upstream, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamTimeout
 
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-TRACE_RESPONSE = b"traceresponse"
 _END = object()
 # The share of a deadline by which the client's own timer, started before the call reached the gateway, may be ahead.
 _DEADLINE_SLACK = 0.02
@@ -102,7 +99,7 @@ class Call:
 
     async def _relay_response(self, response: UpstreamResponse) -> None:
         self.upstream_http_status = response.status_code
-        headers = [item for item in downstream_response_headers(response.headers) if item[0] != TRACE_RESPONSE]
+        headers = [item for item in downstream_response_headers(response.headers) if item[0] != TRACERESPONSE_BYTES]
         headers.extend(self._trace_response)
         send = self._send
         status = parse_status(header(response.headers, GRPC_STATUS))

@@ -9,11 +9,10 @@ last the whole call and carry OpenTelemetry's RPC tags and the messages counted 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
 
 from gateway.access_line import access_line
-from gateway.access_log import AccessLogWriter
+from gateway.asgi import Receive, Scope, Send, host_of, made_at_startup
+from gateway.flow_parts import FlowParts
 from gateway.grpc import (
     CONTENT_TYPE,
     GRPC_TIMEOUT,
@@ -28,40 +27,14 @@ from gateway.grpc import (
     rpc_tags,
 )
 from gateway.grpc_call import Call, status_name, trailers_only
-from gateway.metrics import Metrics
 from gateway.proxy import Upstream, UpstreamRequest
-from gateway.reporter import SpanReporter
-from gateway.request_metrics import RequestMetrics
 from gateway.routing import ActiveRoute, Routing
-from gateway.spans import Exchange
 from gateway.trace_start import TraceStart
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 TRAILERS_EXTENSION = "http.response.trailers"
-HOST = b"host"
 # A call no route serves, or whose route's upstream speaks HTTP/1.1 (which cannot carry trailers): gRPC is not served
 # there, which is what UNIMPLEMENTED tells a client (doc/statuscodes.md: "not implemented or not supported").
 NOT_GRPC_ROUTE = Status.UNIMPLEMENTED
-
-
-class CallHost(Protocol):
-    """What a call needs from the gateway (gateway/app.py's Gateway)."""
-
-    routing: Routing
-    reporter: SpanReporter
-    metrics: Metrics
-
-    def start_trace(
-        self, scope: Scope, route: ActiveRoute, request_headers: list[tuple[bytes, bytes]], client_host: str | None
-    ) -> TraceStart: ...
-
-    def unrouted_trace_response(self) -> list[tuple[bytes, bytes]]: ...
-
-    def h2_upstream(self) -> Upstream: ...
 
 
 def is_grpc_call(scope: Scope) -> bool:
@@ -72,14 +45,20 @@ def is_grpc_call(scope: Scope) -> bool:
 
 
 class GrpcCalls:
-    def __init__(self, host: CallHost, access_log: AccessLogWriter | None, request_metrics: RequestMetrics) -> None:
-        self._host = host
-        self._access_log = access_log
-        self._request_metrics = request_metrics
-        metrics = host.metrics
+    """The gateway's gRPC calls, each relayed to an h2c route's upstream."""
+
+    def __init__(self, parts: FlowParts, routing: Routing) -> None:
+        self.routing = routing  # swapped whole on a reload, as `HttpExchanges.routing` is
+        self._parts = parts
+        self._h2: Upstream | None = None
+        metrics = parts.metrics
         self._calls = metrics.grpc_calls
         self._bad_timeouts = metrics.grpc_timeouts_ignored
         self._no_route = metrics.upstream_errors.labels("no_route")
+
+    def use_upstream(self, h2: Upstream) -> None:
+        """The h2c routes' upstream, made at the lifespan's startup."""
+        self._h2 = h2
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started, started_wall = time.perf_counter(), time.time()
@@ -87,26 +66,25 @@ class GrpcCalls:
         path: str = scope["path"]
         client = scope.get("client")
         client_host = client[0] if client else None
-        host = self._host
-        routing = host.routing
-        route = routing.match(_host_of(request_headers) if routing.routes_by_host else "", path)
+        routing = self.routing
+        route = routing.match(host_of(request_headers) if routing.routes_by_host else "", path)
         if route is None or route.route.protocol != "h2c":
             if route is None:
                 self._no_route.inc()
             message = "no route for this host and path" if route is None else f"route {route.name!r} is not h2c"
-            await trailers_only(send, NOT_GRPC_ROUTE, message, host.unrouted_trace_response())
+            await trailers_only(send, NOT_GRPC_ROUTE, message, self._parts.starter.unrouted_trace_response())
             self._calls.labels(route.name if route else "", "200", NOT_GRPC_ROUTE.name).inc()
             return
 
         deadline = self._deadline(request_headers)
-        begun = host.start_trace(scope, route, request_headers, client_host)
+        begun = self._parts.starter.start(route, request_headers, client_host, scope.get("scheme", "http"))
         outgoing = [item for item in begun.outgoing if item[0] != GRPC_TIMEOUT]
         method = parse_method(path)
         call = Call(send, begun.trace_response)
         client_started, client_started_wall = time.perf_counter(), time.time()
         try:
             await call.run(
-                host.h2_upstream(),
+                made_at_startup(self._h2),
                 UpstreamRequest("POST", route.upstream.url_for(path, b""), outgoing, None, route.timeout),
                 receive,
                 deadline,
@@ -116,21 +94,15 @@ class GrpcCalls:
             self._record(route, begun, call, method, scope, client_host, finished - started)
             decision = begun.decision
             route.decisions[(decision.sampled, decision.reason)].inc()
-            host.metrics.request_duration.labels("sampled" if decision.sampled else "not_sampled").observe(
+            self._parts.metrics.request_duration.labels("sampled" if decision.sampled else "not_sampled").observe(
                 finished - started
             )
             if decision.sampled:
-                host.reporter.submit(
-                    Exchange(
-                        begun.trace_id,
-                        begun.server_span_id,
-                        begun.client_span_id,
-                        begun.parent_id,
-                        decision.debug,
+                self._parts.reporter.submit(
+                    begun.exchange(
                         method.span_name if method is not None else route.span_name("POST", path),
                         "POST",
                         path,
-                        begun.host,
                         call.http_status,
                         call.upstream_http_status,
                         call.error,
@@ -141,16 +113,14 @@ class GrpcCalls:
                         finished - started,
                         client_started_wall,
                         (call.upstream_finished or finished) - client_started,
-                        begun.tags(
-                            (
-                                *route.tags,
-                                *rpc_tags(method, call.status),
-                                (REQUEST_MESSAGES, str(call.request_messages.messages)),
-                                (RESPONSE_MESSAGES, str(call.response_messages.messages)),
-                            )
+                        (
+                            *route.tags,
+                            *rpc_tags(method, call.status),
+                            (REQUEST_MESSAGES, str(call.request_messages.messages)),
+                            (RESPONSE_MESSAGES, str(call.response_messages.messages)),
                         ),
                     ),
-                    begun.reserved,
+                    decision.reserved,
                 )
 
     def _deadline(self, headers: list[tuple[bytes, bytes]]) -> float | None:
@@ -174,13 +144,14 @@ class GrpcCalls:
     ) -> None:
         self._calls.labels(route.name, str(call.http_status), status_name(call.status)).inc()
         if call.error_kind is not None:
-            self._host.metrics.upstream_errors.labels(call.error_kind).inc()
+            self._parts.metrics.upstream_errors.labels(call.error_kind).inc()
         decision = begun.decision
-        self._request_metrics.observe(
+        self._parts.request_metrics.observe(
             route.name, "POST", call.http_status, decision.sampled, duration, begun.trace_id, status_name(call.status)
         )
-        if self._access_log is not None:
-            self._access_log.write(
+        access_log = self._parts.access_log
+        if access_log is not None:
+            access_log.write(
                 access_line(
                     time.time(),
                     "POST",
@@ -196,8 +167,3 @@ class GrpcCalls:
                     grpc_status=call.status,
                 )
             )
-
-
-def _host_of(headers: list[tuple[bytes, bytes]]) -> str:
-    value = header(headers, HOST)
-    return value.decode("latin-1") if value is not None else ""

@@ -171,18 +171,21 @@ class TracesPerSecondCap:
 @dataclass(frozen=True, slots=True)
 class Decision:
     """``threshold`` is the consistent-sampling threshold a new sampled trace records (``ot=th``), or None: a
-    decision taken upstream (its tracestate goes on as it came), a debug trace, or one a limiting cap let through."""
+    decision taken upstream (its tracestate goes on as it came), a debug trace, or one a limiting cap let through.
+    ``reserved``: the reporter's room was reserved for the trace's spans (only a new sampled trace asks for it), so
+    they are to be submitted as reserved."""
 
     sampled: bool
     debug: bool
     reason: str
     threshold: int | None = None
+    reserved: bool = False
 
 
 _DEBUG = Decision(True, True, DEBUG)
 _PARENT_SAMPLED = Decision(True, False, TRUSTED_PARENT)
 _PARENT_NOT_SAMPLED = Decision(False, False, TRUSTED_PARENT)
-_RATIO_SAMPLED = Decision(True, False, RATIO)
+_RATIO_SAMPLED = Decision(True, False, RATIO, reserved=True)
 _RATIO_NOT_SAMPLED = Decision(False, False, RATIO)
 _ROUTE_RATE_LIMITED = Decision(False, False, ROUTE_RATE_LIMITED)
 _RATE_LIMITED = Decision(False, False, RATE_LIMITED)
@@ -199,7 +202,7 @@ def _ratio_sampled(threshold: int) -> Decision:
     if decision is None:
         if len(_sampled_at) >= _MAX_CACHED_THRESHOLDS:
             _sampled_at.clear()
-        decision = _sampled_at[threshold] = Decision(True, False, RATIO, threshold)
+        decision = _sampled_at[threshold] = Decision(True, False, RATIO, threshold, reserved=True)
     return decision
 
 

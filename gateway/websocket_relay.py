@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from typing import Any
 
@@ -20,7 +19,10 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from gateway import client_guard
+from gateway.asgi import Message, Receive, Scope, Send
 from gateway.forwarding import downstream_response_headers
+from gateway.http_relay import text_headers
+from gateway.propagation.w3c import TRACERESPONSE_BYTES
 from gateway.routes import Upstream
 from gateway.settings import Settings
 from gateway.websocket_session import (
@@ -36,18 +38,15 @@ from gateway.websocket_session import (
     wire_headers,
 )
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-TRACE_RESPONSE = b"traceresponse"
 IDLE_REASON = "idle timeout"
 SHUTDOWN_REASON = "gateway shutting down"
 HTTP_RESPONSE_EXTENSION = "websocket.http.response"
 SWITCHING_PROTOCOLS = 101
 # The upstream hop's keepalive: a dead upstream is noticed within these seconds (websockets' defaults).
 UPSTREAM_PING_INTERVAL = 20.0
+_REFUSAL_DROPPED = frozenset({b"content-length", b"date", b"server", TRACERESPONSE_BYTES})
+# uvicorn writes the reason phrase from its own table, which knows the registered codes only.
+_KNOWN_STATUSES = frozenset(status.value for status in HTTPStatus)
 
 logger = logging.getLogger("gateway.websocket")
 
@@ -254,7 +253,15 @@ class SessionRelay:
         self.error, self.error_kind = error, kind
 
 
-_REFUSAL_DROPPED = frozenset({b"content-length", b"date", b"server", TRACE_RESPONSE})
+async def refuse(scope: Scope, send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """An HTTP answer instead of the upgrade; a server without the ASGI extension can only close (a 403)."""
+    if HTTP_RESPONSE_EXTENSION not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    if status not in _KNOWN_STATUSES:
+        status = HTTPStatus.BAD_GATEWAY
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
 
 
 async def _connect(
@@ -286,26 +293,7 @@ async def _connect(
     )
 
 
-async def refuse(scope: Scope, send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    """An HTTP answer instead of the upgrade; a server without the ASGI extension can only close (a 403)."""
-    if HTTP_RESPONSE_EXTENSION not in scope.get("extensions", {}):
-        await send({"type": "websocket.close", "code": 1008})
-        return
-    if status not in _KNOWN_STATUSES:
-        # uvicorn writes the reason phrase from its own table, which knows the registered codes only.
-        status = HTTPStatus.BAD_GATEWAY
-    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
-    await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
-
-
-_KNOWN_STATUSES = frozenset(status.value for status in HTTPStatus)
-
-
 def _log_unexpected(exc: BaseException | None) -> None:
     # A peer going away mid-send is how sessions end; anything else is a bug worth a traceback.
     if exc is not None and not isinstance(exc, OSError | ConnectionClosed):
         logger.error("WebSocket relay failed", exc_info=exc)
-
-
-def text_headers(body: bytes) -> list[tuple[bytes, bytes]]:
-    return [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]

@@ -195,10 +195,26 @@ def tokens_left(cap: TracesPerSecondCap) -> int:
 
 
 DECIDE_CASES = [
-    pytest.param(NO_CONTEXT, SAMPLED_ID, 10, True, Decision(True, False, "ratio", HALF), 1, 1, id="new-trace-sampled"),
+    pytest.param(
+        NO_CONTEXT,
+        SAMPLED_ID,
+        10,
+        True,
+        Decision(True, False, "ratio", HALF, reserved=True),
+        1,
+        1,
+        id="new-trace-sampled",
+    ),
     pytest.param(NO_CONTEXT, NOT_SAMPLED_ID, 10, True, Decision(False, False, "ratio"), 0, 0, id="new-trace-by-ratio"),
     pytest.param(
-        NO_CONTEXT, SAMPLED_ID, 1, True, Decision(True, False, "ratio", HALF), 1, 1, id="new-trace-takes-last-token"
+        NO_CONTEXT,
+        SAMPLED_ID,
+        1,
+        True,
+        Decision(True, False, "ratio", HALF, reserved=True),
+        1,
+        1,
+        id="new-trace-takes-last-token",
     ),
     pytest.param(
         NO_CONTEXT, SAMPLED_ID, 10, False, Decision(False, False, "queue_full"), 1, 1, id="new-trace-queue-full"
@@ -208,7 +224,7 @@ DECIDE_CASES = [
         SAMPLED_ID,
         10,
         True,
-        Decision(True, False, "ratio", HALF),
+        Decision(True, False, "ratio", HALF, reserved=True),
         1,
         1,
         id="deferred-parent-is-a-new-decision",
@@ -245,6 +261,12 @@ DECIDE_CASES = [
 @pytest.mark.parametrize(("incoming", "trace_id", "tokens", "room", "expected", "taken", "reserved"), DECIDE_CASES)
 def test_decide(incoming, trace_id, tokens, room, expected, taken, reserved):
     assert run(incoming, trace_id, tokens, room) == (expected, taken, reserved)
+
+
+@pytest.mark.parametrize(("incoming", "trace_id", "tokens", "room", "expected", "taken", "reserved"), DECIDE_CASES)
+def test_decision_says_whether_it_reserved_room(incoming, trace_id, tokens, room, expected, taken, reserved):
+    decision, _, reserve_calls = run(incoming, trace_id, tokens, room)
+    assert decision.reserved is (reserve_calls == 1 and room)
 
 
 def test_decide_rate_limited_does_not_reserve():

@@ -152,8 +152,8 @@ def decide_at(
 
 
 def test_a_new_trace_records_the_routes_threshold():
-    assert decide_at(0.5, SAMPLED_AT_HALF) == Decision(True, False, "ratio", 2**55)
-    assert decide_at(1.0, 0) == Decision(True, False, "ratio", 0)
+    assert decide_at(0.5, SAMPLED_AT_HALF) == Decision(True, False, "ratio", 2**55, reserved=True)
+    assert decide_at(1.0, 0) == Decision(True, False, "ratio", 0, reserved=True)
     assert decide_at(0.5, NOT_SAMPLED_AT_HALF).sampled is False
 
 
@@ -165,9 +165,9 @@ def test_a_trusted_rv_replaces_the_trace_ids_random_bits():
 def test_a_trusted_th_may_raise_the_threshold_never_lower_it():
     raised = OtState(threshold=3 * 2**54)  # an earlier stage sampled at 0.25
     assert decide_at(0.5, SAMPLED_AT_HALF, raised).sampled is False
-    assert decide_at(0.5, 3 * 2**54, raised) == Decision(True, False, "ratio", 3 * 2**54)
+    assert decide_at(0.5, 3 * 2**54, raised) == Decision(True, False, "ratio", 3 * 2**54, reserved=True)
     lowered = OtState(threshold=0)
-    assert decide_at(0.5, SAMPLED_AT_HALF, lowered) == Decision(True, False, "ratio", 2**55)
+    assert decide_at(0.5, SAMPLED_AT_HALF, lowered) == Decision(True, False, "ratio", 2**55, reserved=True)
     assert decide_at(0.5, NOT_SAMPLED_AT_HALF, lowered).sampled is False
 
 
@@ -179,18 +179,18 @@ def test_an_adaptive_route_records_its_rate_of_the_moment():
     clock.advance(1.0)  # 4 traces a second for a target of 1: the rate becomes 0.25
     decision = decide(NO_CONTEXT, MAX_RANDOMNESS, sampler, NO_CAP, NO_CAP, lambda: True)
     assert sampler.rate == 0.25
-    assert decision == Decision(True, False, "ratio", threshold_for(0.25))
+    assert decision == Decision(True, False, "ratio", threshold_for(0.25), reserved=True)
 
 
 def test_a_trace_let_through_by_a_limiting_cap_records_no_threshold():
     clock = FakeClock()
     cap = TracesPerSecondCap(1, now=clock)
-    assert decide_at(1.0, 1, route_cap=cap) == Decision(True, False, "ratio", 0)
+    assert decide_at(1.0, 1, route_cap=cap) == Decision(True, False, "ratio", 0, reserved=True)
     assert decide_at(1.0, 2, route_cap=cap).reason == "route_rate_limited"
     clock.advance(1.0)
-    assert decide_at(1.0, 3, route_cap=cap) == Decision(True, False, "ratio", None)
+    assert decide_at(1.0, 3, route_cap=cap) == Decision(True, False, "ratio", None, reserved=True)
     clock.advance(1.0)  # a whole refill period without a refusal: the cap no longer shapes the share
-    assert decide_at(1.0, 4, route_cap=cap) == Decision(True, False, "ratio", 0)
+    assert decide_at(1.0, 4, route_cap=cap) == Decision(True, False, "ratio", 0, reserved=True)
 
 
 def test_the_process_cap_limiting_also_erases_the_threshold():
