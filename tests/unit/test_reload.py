@@ -24,7 +24,7 @@ from gateway.reload import (
     file_signature,
     load_route_file,
 )
-from gateway.routes import RouteFileError
+from gateway.route_file import RouteFileError
 
 pytestmark = pytest.mark.anyio
 

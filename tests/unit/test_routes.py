@@ -7,19 +7,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.route_file import RouteFileError, load_routes, parse_routes
+from gateway.route_schema import ADAPTIVE_KEYS, ROUTE_KEYS
+from gateway.route_table import RouteTable
 from gateway.routes import (
-    ADAPTIVE_KEYS,
     DEFAULT_ADAPTIVE_INTERVAL,
     DEFAULT_MIN_SAMPLE_RATE,
     RESERVED_TAGS,
-    ROUTE_KEYS,
     Adaptive,
     Route,
-    RouteFileError,
-    RouteTable,
     Upstream,
-    load_routes,
-    parse_routes,
     parse_upstream,
     render_span_name,
 )
@@ -351,7 +348,7 @@ ENTRY = "upstream: http://web"
         pytest.param("2024-01-01\n", "", "expected a mapping with a 'routes' list at the top level (got a date)"),
         pytest.param("rutes: []\n", "1", "unknown top-level key 'rutes' (allowed: routes)", id="unknown-top-key"),
         pytest.param("version: 1\nroutes: []\n", "1", "unknown top-level key 'version' (allowed: routes)"),
-        pytest.param("{}\n", "1", "routes: must be a list of routes (got nothing)", id="routes-missing"),
+        pytest.param("{}\n", "1", "routes: is required", id="routes-missing"),
         pytest.param("routes:\n", "1", "routes: must be a list of routes (got nothing)", id="routes-null"),
         pytest.param("routes:\n  upstream: http://web\n", "1", "routes: must be a list of routes (got a mapping)"),
         pytest.param("routes: []\n", "1", "routes: must list at least one route", id="routes-empty"),
