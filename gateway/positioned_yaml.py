@@ -67,24 +67,20 @@ def load_yaml(text: str) -> YamlDocument:
         loader = yaml.SafeLoader(text)
         try:
             root = loader.get_single_node()
-            keys = _unique_keys(loader, root)
+            keys = _checked_keys(loader, root)
             data = loader.construct_document(root) if root is not None else None
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
         raise _invalid(exc, text) from None
-    except InvalidYaml:
-        raise
     except RecursionError:
         raise InvalidYaml("nested too deeply") from None
-    except (ValueError, TypeError, OverflowError) as exc:
-        # A scalar whose tag fits but whose value does not, such as the date 2024-13-01 or `!!int 0x`.
-        raise InvalidYaml(" ".join(str(exc).split())) from None
     return YamlDocument(data, root, keys)
 
 
-def _unique_keys(loader: yaml.SafeLoader, root: yaml.Node | None) -> dict[yaml.Node, Any]:
-    """The value of every scalar key node; raises InvalidYaml for a key given twice in one mapping."""
+def _checked_keys(loader: yaml.SafeLoader, root: yaml.Node | None) -> dict[yaml.Node, Any]:
+    """The value of every scalar key node, once each scalar is known to construct and no mapping repeats a key;
+    raises InvalidYaml, at the scalar or the key, otherwise."""
     keys: dict[yaml.Node, Any] = {}
     seen: set[int] = set()
     pending = [root] if root is not None else []
@@ -94,7 +90,9 @@ def _unique_keys(loader: yaml.SafeLoader, root: yaml.Node | None) -> dict[yaml.N
         if id(node) in seen:
             continue
         seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
+        if isinstance(node, yaml.ScalarNode) and node.tag != _MERGE_TAG:
+            _construct_scalar(loader, node)
+        elif isinstance(node, yaml.MappingNode):
             _check_mapping(loader, node, keys)
             pending.extend(child for pair in reversed(node.value) for child in reversed(pair))
         elif isinstance(node, yaml.SequenceNode):
@@ -107,7 +105,7 @@ def _check_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, keys: dict[y
     for key_node, _ in node.value:
         if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
             continue  # '<<: *alias' merges keys that explicit ones may override; the constructor refuses a list key
-        key = loader.construct_object(key_node)
+        key = _construct_scalar(loader, key_node)
         if not isinstance(key, Hashable):
             continue
         if key in in_mapping:
@@ -115,6 +113,22 @@ def _check_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, keys: dict[y
             raise InvalidYaml(f"found duplicate key {key!r}", mark.line + 1, mark.column + 1)
         in_mapping.add(key)
         keys[key_node] = key
+
+
+def _construct_scalar(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    # Constructed here, where its place is known, the loader keeps the value for the document. When a tag fits the
+    # text but the value does not ('2024-13-01', `!!int ""`, `!!timestamp ""`), PyYAML raises whatever int(),
+    # datetime(), base64 or its own regular expression match raise: any of them means this scalar cannot be read.
+    try:
+        return loader.construct_object(node)
+    except yaml.YAMLError:
+        raise
+    except Exception as exc:
+        problem = f"cannot read {node.value!r} as {node.tag.replace('tag:yaml.org,2002:', '!!')}"
+        if isinstance(exc, ValueError | OverflowError):  # their words say what is wrong: 'month must be in 1..12'
+            problem += f" ({' '.join(str(exc).split())})"
+        mark = node.start_mark
+        raise InvalidYaml(problem, mark.line + 1, mark.column + 1) from None
 
 
 def _invalid(exc: yaml.YAMLError, text: str) -> InvalidYaml:

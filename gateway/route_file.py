@@ -28,7 +28,7 @@ _EXPECTED = {
     "string_type": "a string",
     "float_type": "a number",
 }
-# Type errors whose value is named by its kind ('got a list') rather than shown ('got 8080').
+# Type errors where a list or mapping was due.
 _CONTAINER_ERRORS = frozenset({"model_type", "dict_type", "list_type"})
 
 
@@ -110,7 +110,10 @@ def _what(error_type: str, error: ErrorDetails, got: Any, field: FieldInfo | Non
         return str(context["error"])
     if error_type in _EXPECTED:
         expected = next((item.what for item in metadata if isinstance(item, Expect)), _EXPECTED[error_type])
-        shown = kind(got) if error_type in _CONTAINER_ERRORS or got is None else repr(got)
+        # Where a string or number was due, a scalar is shown ('got 8080'); anything else, which may be long, is
+        # named ('got a list'), as is whatever stands where a list or mapping was due ('got a string').
+        named = error_type in _CONTAINER_ERRORS or got is None or isinstance(got, list | dict)
+        shown = kind(got) if named else repr(got)
         return f"must be {expected} (got {shown})"
     if error_type in ("greater_than_equal", "less_than_equal"):
         minimum = next((item.ge for item in metadata if hasattr(item, "ge")), None)

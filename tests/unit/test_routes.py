@@ -492,7 +492,7 @@ ENTRY = "upstream: http://web"
         pytest.param(
             f"routes:\n  - {ENTRY}\n    name: [a]\n",
             "3",
-            "routes[0].name: must be a non-empty string (got ['a'])",
+            "routes[0].name: must be a non-empty string (got a list)",
             id="name-list",
         ),
         pytest.param(
