@@ -8,7 +8,7 @@ and `YamlDocument.line_of` walks the nodes along a path such as ``("routes", 2, 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -29,9 +29,10 @@ class InvalidYaml(ValueError):
 class YamlDocument:
     """The document's Python value, and its nodes, which remember where each key and item was written."""
 
-    data: Any
-    root: yaml.Node | None
-    keys: dict[yaml.Node, Any]  # the value of each key node, as the mapping holding it has it
+    # Not in the repr: through aliases of aliases, a small document can stand for a huge value (billion laughs).
+    data: Any = field(repr=False)
+    root: yaml.Node | None = field(repr=False)
+    keys: dict[yaml.Node, Any] = field(repr=False)  # the value of each key node, as its mapping has it
 
     def line_of(self, path: Sequence[object]) -> int:
         """The line of the key or item ``path`` leads to or, where the document stops short of it, of the last one
