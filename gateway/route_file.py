@@ -85,11 +85,11 @@ def _first_problem(errors: Sequence[ErrorDetails], document: YamlDocument) -> tu
 def _describe(error: ErrorDetails) -> tuple[Location, str]:
     """Where an error is (the path to its key or item) and what it says, as the file's reader needs it."""
     location: Location = tuple(error["loc"])
-    error_type, got = error["type"], error["input"]
+    error_type = error["type"]
     if location and location[-1] == "[key]":  # a problem with a mapping's key, not its value
         location = location[:-2] if error_type == KEY_NAME_ERROR else location[:-1]
     if not location and error_type == "model_type":
-        return location, f"expected a mapping with a 'routes' list at the top level (got {kind(got)})"
+        return location, f"expected a mapping with a 'routes' list at the top level (got {kind(error['input'])})"
     if error_type in _UNKNOWN_KEY_ERRORS:
         parent, key = location[:-1], location[-1]
         model, _ = _schema_at(parent)
@@ -98,36 +98,40 @@ def _describe(error: ErrorDetails) -> tuple[Location, str]:
             return location, f"unknown top-level key {str(key)!r} (allowed: {allowed})"
         return location, f"{_path(parent)}: unknown key {str(key)!r} (allowed: {allowed})"
     _, field = _schema_at(location)
-    return location, f"{_path(location)}: {_what(error_type, error, got, field)}"
+    return location, f"{_path(location)}: {_what(error, field.metadata if field is not None else [])}"
 
 
-def _what(error_type: str, error: ErrorDetails, got: Any, field: FieldInfo | None) -> str:
-    context = error.get("ctx", {})
-    metadata = field.metadata if field is not None else []
+def _what(error: ErrorDetails, metadata: list[Any]) -> str:
+    error_type, got = error["type"], error["input"]
     if error_type == "missing":
         return "is required"
     if error_type == "value_error":
-        return str(context["error"])
+        return str(error.get("ctx", {})["error"])
+    if error_type == KEY_NAME_ERROR:
+        return error["msg"]
     if error_type in _EXPECTED:
         expected = next((item.what for item in metadata if isinstance(item, Expect)), _EXPECTED[error_type])
-        # Where a string or number was due, a scalar is shown ('got 8080'); anything else, which may be long, is
-        # named ('got a list'), as is whatever stands where a list or mapping was due ('got a string').
-        named = error_type in _CONTAINER_ERRORS or got is None or isinstance(got, list | dict)
-        shown = kind(got) if named else repr(got)
-        return f"must be {expected} (got {shown})"
+        return f"must be {expected} (got {_shown(got, named=error_type in _CONTAINER_ERRORS)})"
     if error_type in ("greater_than_equal", "less_than_equal"):
-        minimum = next((item.ge for item in metadata if hasattr(item, "ge")), None)
+        # Every bounded key has a minimum; the message gives the whole range, whichever end was crossed.
+        minimum = next(item.ge for item in metadata if hasattr(item, "ge"))
         maximum = next((item.le for item in metadata if hasattr(item, "le")), None)
-        if minimum is not None and maximum is not None:
-            return f"must be within [{minimum}, {maximum}] (got {got!r})"
-        return f"must be {minimum} or more (got {got!r})" if minimum is not None else f"must be at most {maximum}"
+        bounds = f"within [{minimum}, {maximum}]" if maximum is not None else f"{minimum} or more"
+        return f"must be {bounds} (got {got!r})"
     if error_type == "finite_number":
         return f"must be a finite number (got {got!r})"
-    return f"{error['msg']} (got {got!r})" if error_type != KEY_NAME_ERROR else error["msg"]
+    return f"{error['msg']} (got {_shown(got)})"
+
+
+def _shown(got: Any, *, named: bool = False) -> str:
+    # A scalar is shown ('got 8080'); a list or mapping, which may be long, is named ('got a list'), and so is
+    # whatever stands where a list or mapping was due ('got a string').
+    return kind(got) if named or got is None or isinstance(got, list | dict) else repr(got)
 
 
 def _schema_at(location: Location) -> tuple[type[BaseModel] | None, FieldInfo | None]:
-    """The model whose keys ``location`` is among, and the field it names (None for a list's or a mapping's item)."""
+    """The model that what ``location`` leads to is checked against (None for a tag), and the field that
+    ``location`` names (None for an item of a list or of the tags)."""
     model: type[BaseModel] | None = RouteFile
     field: FieldInfo | None = None
     for part in location:
@@ -135,7 +139,7 @@ def _schema_at(location: Location) -> tuple[type[BaseModel] | None, FieldInfo | 
             field = model.model_fields[part]
             model = _model_in(field.annotation)
         else:
-            field = None  # an item of a list keeps the model of the items; a mapping of tags has none
+            field = None  # an item of a list keeps the model of the items
     return model, field
 
 
@@ -146,4 +150,6 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 
 def _path(location: Location) -> str:
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location).lstrip(".")
+    """``routes[2].adaptive.interval``: items by index, keys by name."""
+    parts = [f"[{part}]" if isinstance(part, int) else f".{part}" for part in location]
+    return "".join(parts).removeprefix(".")
