@@ -141,7 +141,7 @@ REQUEST_HOSTS = st.tuples(DNS_NAMES, st.booleans(), st.sampled_from(["", ":8080"
 
 
 def reference_match(routes: list[Route], host: str, path: str) -> Route | None:
-    """The rules, as the README states them: exact host, then the most specific wildcard, then any host; among the
+    """The rules, as docs/routes.md states them: exact host, then the most specific wildcard, then any host; among the
     routes of a host, the longest path prefix (by whole segments), then file order."""
     name = host.partition(":")[0].rstrip(".").lower()
 
