@@ -29,7 +29,7 @@ from gateway.forwarding import (
 from gateway.propagation import extract_context, is_trace_header
 from gateway.propagation.b3 import extract, format_multi, format_single, parse_multi, parse_single
 from gateway.propagation.w3c import format_traceparent, parse_traceparent, parse_tracestate
-from gateway.routes import RouteFileError, parse_routes
+from gateway.route_file import RouteFileError, parse_routes
 from gateway.settings import ENV_PREFIX, Settings, describe
 from gateway.threshold import parse_ot, with_ot
 

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from gateway.environment import environment_warnings, gateway_variables
 from gateway.masking import mask_header_values, mask_url
 from gateway.reload import LoadedRoutes
-from gateway.routes import Route, RouteFileError
+from gateway.route_file import RouteFileError
+from gateway.routes import Route
 from gateway.settings import EXPORTER_URLS, Settings, describe, env_name, exporters, has_exporter
 from gateway.tls_checks import tls_configured, tls_problems
 

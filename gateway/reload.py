@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.routes import Route, RouteFileError, parse_routes, read_route_file
+from gateway.route_file import RouteFileError, parse_routes, read_route_file
+from gateway.routes import Route
 from gateway.routing import RouteSource
 
 SIGHUP_TRIGGER = "SIGHUP"

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gateway.routes import Route, RouteTable, Upstream, render_span_name
+from gateway.route_table import RouteTable
+from gateway.routes import Route, Upstream, render_span_name
 from gateway.sampling import (
     NOT_SAMPLED_REASONS,
     SAMPLED_REASONS,

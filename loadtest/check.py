@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from gateway.routes import Route, RouteFileError, load_routes
+from gateway.route_file import RouteFileError, load_routes
+from gateway.routes import Route
 from loadtest.backends import (
     DEFAULT_CONCURRENCY,
     BackendKind,

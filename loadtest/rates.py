@@ -20,7 +20,8 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from gateway.routes import Route, RouteTable
+from gateway.route_table import RouteTable
+from gateway.routes import Route
 
 DEFAULT_SIGMAS = 4.0
 ALL_ROUTES = "all requests"

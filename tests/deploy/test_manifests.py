@@ -13,7 +13,9 @@ from prometheus_client import CollectorRegistry, Gauge
 from pydantic import ValidationError
 
 from gateway.admin import READY_METRIC, AdminServer
-from gateway.routes import Route, RouteTable, load_routes, parse_upstream
+from gateway.route_file import load_routes
+from gateway.route_table import RouteTable
+from gateway.routes import Route, parse_upstream
 from gateway.settings import ENV_PREFIX, Settings
 from tests.deploy.kustomize import pod_spec
 from tests.deploy.manifests import (

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from gateway.routes import load_routes
+from gateway.route_file import load_routes
 from loadtest.rates import ALL_ROUTES, NO_ROUTE, RateGroup, RouteRate, check_rate, rate_groups, route_lookup
 
 

@@ -27,7 +27,7 @@ from gateway.reload import (
     file_signature,
     load_route_file,
 )
-from gateway.routes import RouteFileError
+from gateway.route_file import RouteFileError
 from tests.waiting import WAIT, ManualSleep
 
 pytestmark = pytest.mark.anyio
