@@ -254,7 +254,7 @@ def exporters(settings: Settings) -> dict[str, str]:
 
 
 def has_exporter(settings: Settings) -> bool:
-    """Whether the gateway's spans go anywhere. Without an exporter no new trace is sampled (gateway/app.py): the
+    """Whether the gateway's spans go anywhere. Without an exporter no new trace is sampled (`sampling.decide`): the
     mesh would report its spans of a trace whose root span nobody receives."""
     return bool(exporters(settings))
 
