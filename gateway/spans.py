@@ -64,7 +64,6 @@ def local_endpoint(service_name: str, host: str, port: int) -> Endpoint:
     return Endpoint(service_name=service_name.lower() or None, ipv4=ipv4, ipv6=ipv6, port=port or None)
 
 
-@lru_cache(maxsize=1024)  # keep-alive clients send many requests from one address and port
 def client_endpoint(host: str | None, port: int | None) -> Endpoint | None:
     """The SERVER span's remote endpoint: the client's IP and port, None when neither is known."""
     ipv4, ipv6 = _ip_fields(host) if host else (None, None)
@@ -73,7 +72,6 @@ def client_endpoint(host: str | None, port: int | None) -> Endpoint | None:
     return Endpoint(service_name=None, ipv4=ipv4, ipv6=ipv6, port=port or None)
 
 
-@lru_cache(maxsize=64)
 def upstream_endpoint(upstream: Upstream) -> Endpoint:
     """The CLIENT span's remote endpoint: where the route sends its requests."""
     ipv4, ipv6 = _ip_fields(upstream.host)
@@ -82,7 +80,7 @@ def upstream_endpoint(upstream: Upstream) -> Endpoint:
     return Endpoint(service_name=service_name, ipv4=ipv4, ipv6=ipv6, port=upstream.port)
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=1024)  # a client's address repeats across its connections, each with its own port
 def _ip_fields(host: str) -> tuple[str | None, str | None]:
     """(ipv4, ipv6) for an IP literal, (None, None) for a name or an unspecified address."""
     try:

@@ -129,7 +129,8 @@ def _py_zipkin_span_value(span: Span) -> JsonValue:
 
 class ZipkinJsonEncoder:
     """The reporter's Zipkin format: a slice of exchanges as one JSON list of their SERVER and CLIENT spans, for
-    one local endpoint. Endpoints are cached: keep-alive clients and the routes' upstreams repeat."""
+    one local endpoint. Endpoints are cached here, their JSON values ready: keep-alive clients and the routes'
+    upstreams repeat."""
 
     __slots__ = ("_local", "_clients", "_upstreams")
     framing = JSON_LIST
