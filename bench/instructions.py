@@ -1,19 +1,21 @@
-"""`make bench-instructions`: what tracing costs the gateway, in instructions per request, under callgrind.
+"""`make bench-instructions`: what tracing costs the gateway, and what the gateway costs beside the Python ceiling,
+in instructions per request, under callgrind.
 
 On a shared machine requests/s move by a third from one minute to the next, so a tracing cost of a few percent
 drowns in the noise of `make bench`. callgrind counts instructions instead: the same figure for the same work,
 whatever else the machine is doing. This runs the gateway at each rate under `valgrind --tool=callgrind`, with its
-default settings otherwise (the access log on, as users run it, so its lines are counted too), sends it the same wrk
-load (few connections: under valgrind it is about fifty times slower), counts only from the start of the load until
-its spans have reached the sink, and prints instructions per request, their ratio to rate 0.0, and where the
-difference is (the C functions with the largest inclusive difference per request).
+default settings otherwise (the access log on, as users run it, so its lines are counted too), and the Python ceiling
+(bench/ceiling_proxy.py) beside them, sends each the same wrk load (few connections: under valgrind it is about fifty
+times slower), counts only from the start of the load until its spans have reached the sink, and prints
+instructions per request, the ceiling's and rate 0.0's against each rate as throughput ratios, and where the
+difference between the rates is (the C functions with the largest inclusive difference per request).
 
 At this slow speed a partial batch would go out at every flush interval, a few dozen spans per POST where
 `make bench` sends full ones, and each POST costs about two million instructions: the gateways run with a flush
 interval long enough for full batches (`--flush-interval`). What it leaves out: cache misses and memory stalls,
 which cost time but not instructions. The ratio it prints is one of work, not of requests/s.
 
-Usage: .venv/bin/python bench/instructions.py [--seconds S] [--connections N] [--cache-sim] [--keep DIR]; see --help.
+Usage: .venv/bin/python bench/instructions.py [--seconds S] [--targets NAME...] [--cache-sim] [--keep DIR]; see --help.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ from pathlib import Path
 import services
 import targets
 import wrk
-from plan import BODIES, GATEWAY_RATE_0, GATEWAY_RATE_1, TARGETS
+from plan import BODIES, CEILING, GATEWAY_RATE_0, GATEWAY_RATE_1, TARGETS
 from services import LOOPBACK, Service
 
+from gateway.settings import Settings
+
 TOOLS = ("valgrind", "callgrind_control", "callgrind_annotate", "wrk", "taskset", "nginx")
-RATE_TARGETS = [target for target in TARGETS if target.name in (GATEWAY_RATE_0, GATEWAY_RATE_1)]
+COUNTED_TARGETS = [target for target in TARGETS if target.name in (CEILING, GATEWAY_RATE_0, GATEWAY_RATE_1)]
 # Under valgrind the gateway takes tens of seconds to start.
 START_TIMEOUT = 300.0
 SPANS_DEADLINE = 60.0
@@ -64,24 +68,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         upstream = targets.start_upstream(stack, workdir, [0])
         sink = targets.start_sink(stack, workdir, [0])
         counts: dict[str, tuple[int, int, Path]] = {}
-        for target in RATE_TARGETS:
+        for target in (target for target in COUNTED_TARGETS if target.name in args.targets):
             out = keep / f"callgrind.{target.name}.out"
             for stale in _dumps(out):
                 stale.unlink()
             port = services.free_port()
-            # Its defaults otherwise, as `make bench` runs it: the access log's lines are counted too.
-            extra = {"GATEWAY_REPORTER_FLUSH_INTERVAL": str(args.flush_interval), **args.gateway_env}
-            env = targets.gateway_env(os.environ, target, port=port, upstream=upstream.url, sink=sink.url, extra=extra)
-            command = [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                *(_cache_options() if args.cache_sim else []),
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                "-m",
-                "gateway",
-            ]
+            valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+            valgrind += _cache_options() if args.cache_sim else []
+            if target.name == CEILING:
+                connections = str(Settings.model_fields["upstream_max_connections"].default)
+                proxy = [str(Path(__file__).parent / "ceiling_proxy.py"), upstream.url, str(port), connections]
+                env = dict(os.environ)
+            else:
+                # Its defaults otherwise, as `make bench` runs it: the access log's lines are counted too.
+                extra = {"GATEWAY_REPORTER_FLUSH_INTERVAL": str(args.flush_interval), **args.gateway_env}
+                env = targets.gateway_env(
+                    os.environ, target, port=port, upstream=upstream.url, sink=sink.url, extra=extra
+                )
+                proxy = ["-m", "gateway"]
+            command = [*valgrind, sys.executable, *proxy]
             cwd = workdir / target.name
             cwd.mkdir()
             gateway = services.start(
@@ -113,9 +118,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{instructions / requests:,.0f} instructions per request{misses}",
                 flush=True,
             )
-    base_instructions, base_requests, base_out = counts[GATEWAY_RATE_0]
-    traced_instructions, traced_requests, traced_out = counts[GATEWAY_RATE_1]
-    untraced, traced = base_instructions / base_requests, traced_instructions / traced_requests
+    per_request = {name: instructions / requests for name, (instructions, requests, _) in counts.items()}
+    if CEILING in per_request:
+        print()
+        for name in (GATEWAY_RATE_0, GATEWAY_RATE_1):
+            if name in per_request:
+                print(
+                    f"{name} against the ceiling, as a throughput ratio: {per_request[CEILING] / per_request[name]:.3f}"
+                )
+    if GATEWAY_RATE_0 not in counts or GATEWAY_RATE_1 not in counts:
+        return 0
+    base_requests, base_out = counts[GATEWAY_RATE_0][1:]
+    traced_requests, traced_out = counts[GATEWAY_RATE_1][1:]
+    untraced, traced = per_request[GATEWAY_RATE_0], per_request[GATEWAY_RATE_1]
     print(
         f"\nrate 1.0 costs {traced - untraced:,.0f} instructions more per request "
         f"({traced / untraced:.3f}x rate 0.0; as a throughput ratio: {untraced / traced:.3f})"
@@ -144,6 +159,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=10.0,
         help="GATEWAY_REPORTER_FLUSH_INTERVAL of the gateways (default 10)",
+    )
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        choices=[target.name for target in COUNTED_TARGETS],
+        default=[target.name for target in COUNTED_TARGETS],
+        help="what to count (default: all three)",
     )
     parser.add_argument("--cache-sim", action="store_true", help="also simulate the L1 and L2 caches (slower)")
     parser.add_argument("--keep", help="keep the callgrind files in this directory, and print the differences")
