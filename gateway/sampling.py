@@ -3,6 +3,7 @@ threshold rule, gateway/threshold.py); per-route and per-process caps and the re
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -267,9 +268,16 @@ def tracestate_after(incoming_tracestate: str | None, ot: OtState, decision: Dec
     if decision.reason == TRUSTED_PARENT:
         return incoming_tracestate
     threshold = decision.threshold if decision.sampled else None
-    if incoming_tracestate is None and threshold is None:
-        return None
+    if incoming_tracestate is None and ot.random_value is None and not ot.others:
+        # A trace new at the edge, the common case: its tracestate is the threshold's `ot` entry and nothing else.
+        return None if threshold is None else _ot_entry_alone(threshold)
     return with_ot(incoming_tracestate, OtState(threshold, ot.random_value, ot.others)) or None
+
+
+@functools.lru_cache(maxsize=_MAX_CACHED_THRESHOLDS)
+def _ot_entry_alone(threshold: int) -> str:
+    # Made once per threshold in use rather than on every sampled request (an OtState and two formattings).
+    return with_ot(None, OtState(threshold))
 
 
 def _checked_rate(rate: float) -> float:

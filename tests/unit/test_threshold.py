@@ -213,6 +213,16 @@ def test_tracestate_of_a_new_sampled_trace():
     assert tracestate_after(incoming, parse_ot(incoming), decision) == "ot=th:8;rv:0123456789abcd,a=b"
 
 
+@given(st.integers(0, NEVER - 1))
+def test_a_new_traces_tracestate_is_its_threshold_alone_cached_or_not(threshold):
+    # The common case is cached per threshold: it must be what the general path writes.
+    decision = Decision(True, False, "ratio", threshold)
+    expected = with_ot(None, OtState(threshold))
+    assert tracestate_after(None, NO_OT, decision) == expected
+    assert tracestate_after(None, NO_OT, decision) == expected  # from the cache
+    assert tracestate_after(None, OtState(None, 5), decision) == with_ot(None, OtState(threshold, 5))
+
+
 def test_tracestate_of_an_unsampled_or_unweighted_trace_has_no_th():
     incoming = "ot=th:0,a=b"
     assert tracestate_after(incoming, parse_ot(incoming), Decision(False, False, "ratio")) == "a=b"
