@@ -6,6 +6,7 @@ the trace starter's methods, metric children) rather than looked up through the 
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from gateway.access_line import access_line
@@ -40,10 +41,13 @@ class HttpExchanges:
         }
         self._upstream: Upstream | None = None
         self._h2: Upstream | None = None  # for h2c routes
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def use_upstreams(self, upstream: Upstream, h2: Upstream) -> None:
-        """The upstreams, made at the lifespan's startup: an HTTP/1.1 route's, and the h2c routes'."""
+        """The upstreams, made at the lifespan's startup (in the worker's loop, which the relays keep): an HTTP/1.1
+        route's, and the h2c routes'."""
         self._upstream, self._h2 = upstream, h2
+        self._loop = asyncio.get_running_loop()
 
     async def exchange(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -65,7 +69,7 @@ class HttpExchanges:
         trace_id, decision = begun.trace_id, begun.decision
 
         query: bytes = scope.get("query_string", b"")
-        relay = Relay(send, begun.trace_response)
+        relay = Relay(send, begun.trace_response, made_at_startup(self._loop))
         client_started_wall = time.time()
         client_started = time.perf_counter()
         try:

@@ -27,6 +27,7 @@ class Relay:
 
     __slots__ = (
         "_send",
+        "_loop",
         "_extra_headers",
         "status",
         "upstream_status",
@@ -36,8 +37,9 @@ class Relay:
         "_watch",
     )
 
-    def __init__(self, send: Send, extra_headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, send: Send, extra_headers: list[tuple[bytes, bytes]], loop: asyncio.AbstractEventLoop) -> None:
         self._send = send
+        self._loop = loop
         self._extra_headers = extra_headers
         self.status: int | None = None
         self.upstream_status: int | None = None
@@ -70,7 +72,7 @@ class Relay:
             if self._watch is None or not self._watch.fired:
                 raise
             # Our own watcher cancelled the exchange because the client left: not a shutdown, so carry on.
-            task = asyncio.current_task()
+            task = asyncio.current_task(self._loop)
             if task is not None:
                 task.uncancel()
             self._fail("client disconnected", "client_disconnected")
@@ -87,7 +89,7 @@ class Relay:
         if first["type"] == "http.disconnect":
             raise ClientDisconnected
         if not first.get("more_body", False):
-            self._watch = DisconnectWatch(receive)
+            self._watch = DisconnectWatch(receive, self._loop)
             body: bytes = first.get("body", b"")
             return _once(body) if body else None
         return self._stream_body(first.get("body", b""), receive)
@@ -103,7 +105,7 @@ class Relay:
             if chunk:
                 yield chunk
             if not message.get("more_body", False):
-                self._watch = DisconnectWatch(receive)
+                self._watch = DisconnectWatch(receive, self._loop)
                 return
 
     async def _relay(self, response: UpstreamResponse) -> None:
@@ -136,20 +138,22 @@ class DisconnectWatch:
 
     Most exchanges end within milliseconds, and a task per request is a measurable share of the gateway's cost,
     so the watching task starts only once the exchange has lasted WATCH_AFTER seconds: a client that leaves a
-    quick exchange costs the upstream nothing worth cancelling.
+    quick exchange costs the upstream nothing worth cancelling. The loop is passed in: on Python 3.11 asking
+    asyncio for the running loop (as `current_task()` does) makes a getpid() system call, two per request here.
     """
 
-    __slots__ = ("fired", "_receive", "_target", "_timer", "_task")
+    __slots__ = ("fired", "_receive", "_loop", "_target", "_timer", "_task")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
         self.fired = False
         self._receive = receive
-        self._target = asyncio.current_task()
+        self._loop = loop
+        self._target = asyncio.current_task(loop)
         self._task: asyncio.Task[None] | None = None
-        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER, self._start)
+        self._timer = loop.call_later(WATCH_AFTER, self._start)
 
     def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._watch())
+        self._task = self._loop.create_task(self._watch())
 
     async def _watch(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":
