@@ -22,7 +22,7 @@ from gateway.grpc_flow import GrpcCalls, is_grpc_call
 from gateway.h2_upstream import H2Upstream
 from gateway.http_flow import HttpExchanges
 from gateway.logs import ACCESS_LOGGER
-from gateway.metrics import Metrics
+from gateway.metrics import LATENCY_BUCKETS, Metrics
 from gateway.proxy import HttpxUpstream, Upstream
 from gateway.reporter import SpanReporter
 from gateway.request_metrics import RequestMetrics
@@ -67,7 +67,7 @@ class Gateway:
         starter = TraceStarter(settings, metrics, ids, self.reporter.reserve, exporting)
         # prometheus-client's multiprocess mode keeps no exemplars (gateway/request_metrics.py).
         request_metrics = RequestMetrics(
-            metrics.http_request_duration, exemplars="PROMETHEUS_MULTIPROC_DIR" not in os.environ
+            metrics.http_request_duration, "PROMETHEUS_MULTIPROC_DIR" not in os.environ, LATENCY_BUCKETS
         )
         self._access_log = _access_log_writer(settings, metrics)
         parts = FlowParts(settings, metrics, starter, self.reporter, self._access_log, request_metrics)

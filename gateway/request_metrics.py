@@ -7,17 +7,26 @@ prometheus-client's `labels()` (which validates and locks); making every combina
 empty series per route.
 
 Exemplars exist only in the OpenMetrics exposition, and prometheus-client's multiprocess mode does not store them
-(`MultiProcessValue.set_exemplar` is a no-op): with several workers none is recorded, so none is built.
+(`MultiProcessValue.set_exemplar` is a no-op): with several workers none is recorded, so none is built. A bucket
+shows only its latest exemplar, so a bucket takes at most one per EXEMPLAR_INTERVAL: prometheus-client validates and
+builds each one (its labels, a timestamp), which made a sampled request's observation cost three times an
+unsampled one's, for exemplars a scrape every few seconds would never see.
 """
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from typing import Protocol
+
+from gateway.metrics import LATENCY_BUCKETS
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
 OTHER_METHOD = "other"
 STATUS_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
 EXEMPLAR_LABEL = "trace_id"
+EXEMPLAR_INTERVAL = 1.0
 
 _METHOD_LABELS = {method: method for method in METHODS}
 
@@ -31,10 +40,21 @@ class LabelledHistogram(Protocol):
 
 
 class RequestMetrics:
-    def __init__(self, histogram: LabelledHistogram, exemplars: bool) -> None:
+    """``buckets`` are the histogram's upper bounds (+Inf implied), so that an exemplar is taken once per bucket."""
+
+    def __init__(
+        self,
+        histogram: LabelledHistogram,
+        exemplars: bool,
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._histogram = histogram
         self._exemplars = exemplars
-        self._children: dict[tuple[str, str, int, str, bool], Observer] = {}
+        self._bounds = tuple(buckets)
+        self._clock = clock
+        # Per label combination: its child, and when each of its buckets may next take an exemplar.
+        self._children: dict[tuple[str, str, int, str, bool], tuple[Observer, list[float]]] = {}
 
     def observe(
         self,
@@ -49,15 +69,22 @@ class RequestMetrics:
         method = _METHOD_LABELS.get(method, OTHER_METHOD)
         status_class = status // 100 if status is not None and 100 <= status <= 599 else 0
         key = (route, method, status_class, grpc_status, sampled)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._histogram.labels(
+        entry = self._children.get(key)
+        if entry is None:
+            child = self._histogram.labels(
                 route, method, STATUS_CLASSES[status_class], grpc_status, "sampled" if sampled else "not_sampled"
             )
+            entry = self._children[key] = (child, [0.0] * (len(self._bounds) + 1))
+        child, exemplar_due = entry
         if sampled and self._exemplars:
-            child.observe(duration, {EXEMPLAR_LABEL: format_trace_id(trace_id)})
-        else:
-            child.observe(duration)
+            # The bucket prometheus-client counts it in: the first upper bound at or above it.
+            bucket = bisect_left(self._bounds, duration)
+            now = self._clock()
+            if now >= exemplar_due[bucket]:
+                exemplar_due[bucket] = now + EXEMPLAR_INTERVAL
+                child.observe(duration, {EXEMPLAR_LABEL: format_trace_id(trace_id)})
+                return
+        child.observe(duration)
 
 
 def format_trace_id(trace_id: int) -> str:

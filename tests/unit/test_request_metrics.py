@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from gateway.metrics import Metrics
-from gateway.request_metrics import RequestMetrics, format_trace_id
+from gateway.metrics import LATENCY_BUCKETS, Metrics
+from gateway.request_metrics import EXEMPLAR_INTERVAL, RequestMetrics, format_trace_id
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 
@@ -63,6 +63,31 @@ def test_a_sampled_request_leaves_its_trace_id_as_the_exemplar_of_its_bucket():
     observer.observe("web", "GET", 200, True, 0.003, TRACE_ID)
     observer.observe("web", "GET", 200, False, 0.003, TRACE_ID + 1)
     assert exemplars_of(metric) == [{"trace_id": "0af7651916cd43dd8448eb211c80319c"}]
+
+
+def test_each_bucket_takes_one_exemplar_per_interval():
+    metric = histogram()
+    now = [100.0]
+    observer = RequestMetrics(metric, exemplars=True, clock=lambda: now[0])
+    observer.observe("web", "GET", 200, True, 0.003, 1)
+    observer.observe("web", "GET", 200, True, 0.004, 2)  # the same bucket, within the interval: no new exemplar
+    observer.observe("web", "GET", 200, True, 0.3, 3)  # another bucket takes its own
+    observer.observe("web", "GET", 200, True, 99.0, 4)  # above the last bound: the +Inf bucket
+    assert exemplars_of(metric) == [{"trace_id": f"{n:016x}"} for n in (1, 3, 4)]
+    now[0] += EXEMPLAR_INTERVAL
+    observer.observe("web", "GET", 200, True, 0.005, 5)  # 0.005 is the 0.005 bucket's own bound
+    assert exemplars_of(metric) == [{"trace_id": f"{n:016x}"} for n in (5, 3, 4)]
+    assert sample_value(metric, "_count", decision="sampled") == 5
+
+
+def test_exemplar_buckets_are_the_histograms():
+    # An observation on a bound counts in that bound's bucket: bisect_left, as prometheus-client's `<=`.
+    metric = histogram()
+    observer = RequestMetrics(metric, exemplars=True)
+    for n, bound in enumerate(LATENCY_BUCKETS, start=1):
+        observer.observe("web", "GET", 200, True, bound, n)
+    observer.observe("web", "GET", 200, True, float("inf"), 99)
+    assert exemplars_of(metric) == [{"trace_id": f"{n:016x}"} for n in (*range(1, len(LATENCY_BUCKETS) + 1), 99)]
 
 
 def test_no_exemplar_when_they_are_off():
