@@ -1,11 +1,13 @@
-"""The per-request cost of the latency histogram by route, method, status class and decision (issue 21).
+"""The per-request cost of the request metrics: both latency histograms, from one observation (issues 21 and 22).
 
 Usage: .venv/bin/python bench/metrics_cost.py [--number N] [--repeat R]
 
-Times, in one process and without sockets, what a request adds to the metrics: the existing
-`gateway_request_duration_seconds{decision}` observation (before), and that plus `RequestMetrics.observe` for an
-unsampled request and for a sampled one (whose exemplar costs a trace id format, a dict and a clock read). The
-best of R repeats is reported, as `timeit` advises: the rest is other processes' noise.
+Times, in one process and without sockets, what a request adds to the metrics with each implementation of
+gateway/request_metrics.py: `TalliedRequestLatency` (one worker: lists, written at collection) and
+`PrometheusRequestLatency` (several workers: prometheus-client's Histogram objects), for an unsampled request and a
+sampled one (whose exemplar the tally takes at most once a second per bucket). The best of R repeats is reported,
+as `timeit` advises: the rest is other processes' noise. Beside them, `counter` is one prometheus-client
+`Counter.inc`, the unit the gateway's other per-request counter costs.
 """
 
 from __future__ import annotations
@@ -13,35 +15,25 @@ from __future__ import annotations
 import argparse
 import timeit
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from prometheus_client import CollectorRegistry
 
 from gateway.metrics import Metrics
-from gateway.request_metrics import RequestMetrics
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 
 
 def cases() -> dict[str, Callable[[], None]]:
-    metrics = Metrics(CollectorRegistry())
-    durations = {
-        True: metrics.request_duration.labels("sampled"),
-        False: metrics.request_duration.labels("not_sampled"),
-    }
-    observer = RequestMetrics(metrics.http_request_duration, exemplars=True)
-
-    def before() -> None:
-        durations[False].observe(0.0042)
-
-    def not_sampled() -> None:
-        durations[False].observe(0.0042)
-        observer.observe("web", "GET", 200, False, 0.0042, TRACE_ID)
-
-    def sampled() -> None:
-        durations[True].observe(0.0042)
-        observer.observe("web", "GET", 200, True, 0.0042, TRACE_ID)
-
-    return {"before": before, "not_sampled": not_sampled, "sampled": sampled}
+    tallied = Metrics(CollectorRegistry(), multiprocess=False)
+    objects = Metrics(CollectorRegistry(), multiprocess=True)
+    counter = tallied.requests.labels("sampled", "ratio", "web")
+    cases: dict[str, Callable[[], None]] = {"counter": counter.inc}
+    for name, metrics in (("tallied", tallied), ("prometheus", objects)):
+        observe = metrics.request_latency.observe
+        cases[f"{name} not_sampled"] = partial(observe, "web", "GET", 200, False, 0.0042, TRACE_ID)
+        cases[f"{name} sampled"] = partial(observe, "web", "GET", 200, True, 0.0042, TRACE_ID)
+    return cases
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -54,8 +46,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name, case in cases().items()
     }
     for name, nanoseconds in timings.items():
-        added = nanoseconds - timings["before"]
-        print(f"{name:12} {nanoseconds:8.0f} ns per request ({added:+.0f} ns over before)")
+        print(f"{name:24} {nanoseconds:8.0f} ns per request")
+    for decision in ("not_sampled", "sampled"):
+        ratio = timings[f"prometheus {decision}"] / timings[f"tallied {decision}"]
+        print(f"{decision}: the tally costs 1/{ratio:.1f} of prometheus-client's histograms")
 
 
 if __name__ == "__main__":

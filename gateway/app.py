@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 
 from gateway.access_log import AccessLogWriter
@@ -22,10 +21,9 @@ from gateway.grpc_flow import GrpcCalls, is_grpc_call
 from gateway.h2_upstream import H2Upstream
 from gateway.http_flow import HttpExchanges
 from gateway.logs import ACCESS_LOGGER
-from gateway.metrics import LATENCY_BUCKETS, Metrics
+from gateway.metrics import Metrics
 from gateway.proxy import HttpxUpstream, Upstream
 from gateway.reporter import SpanReporter
-from gateway.request_metrics import RequestMetrics
 from gateway.routing import Routing
 from gateway.settings import Settings, has_exporter
 from gateway.spans import local_endpoint
@@ -65,12 +63,8 @@ class Gateway:
         exporting = reporter is not None or has_exporter(settings)
         ids = ids if ids is not None else RandomIdGenerator(settings.trace_id_128bit)
         starter = TraceStarter(settings, metrics, ids, self.reporter.reserve, exporting)
-        # prometheus-client's multiprocess mode keeps no exemplars (gateway/request_metrics.py).
-        request_metrics = RequestMetrics(
-            metrics.http_request_duration, "PROMETHEUS_MULTIPROC_DIR" not in os.environ, LATENCY_BUCKETS
-        )
         self._access_log = _access_log_writer(settings, metrics)
-        parts = FlowParts(settings, metrics, starter, self.reporter, self._access_log, request_metrics)
+        parts = FlowParts(settings, metrics, starter, self.reporter, self._access_log, metrics.request_latency)
         self._http = HttpExchanges(parts, self._routes.routing)
         self._exchange = self._http.exchange  # bound once: it is called on every request
         self._grpc = GrpcCalls(parts, self._routes.routing)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from gateway.access_log import AccessLogWriter
 from gateway.metrics import Metrics
 from gateway.reporter import SpanReporter
-from gateway.request_metrics import RequestMetrics
+from gateway.request_metrics import RequestLatency
 from gateway.settings import Settings
 from gateway.trace_start import TraceStarter
 
@@ -22,4 +22,4 @@ class FlowParts:
     starter: TraceStarter
     reporter: SpanReporter
     access_log: AccessLogWriter | None
-    request_metrics: RequestMetrics
+    request_metrics: RequestLatency

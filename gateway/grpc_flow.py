@@ -94,9 +94,6 @@ class GrpcCalls:
             self._record(route, begun, call, method, scope, client_host, finished - started)
             decision = begun.decision
             route.decisions[(decision.sampled, decision.reason)].inc()
-            self._parts.metrics.request_duration.labels("sampled" if decision.sampled else "not_sampled").observe(
-                finished - started
-            )
             if decision.sampled:
                 self._parts.reporter.submit(
                     begun.exchange(

@@ -35,10 +35,6 @@ class HttpExchanges:
         self._no_route = metrics.upstream_errors.labels("no_route")
         self._no_route_status = parts.settings.no_route_status
         self._upstream_errors = metrics.upstream_errors
-        self._durations = {
-            True: metrics.request_duration.labels("sampled"),
-            False: metrics.request_duration.labels("not_sampled"),
-        }
         self._upstream: Upstream | None = None
         self._h2: Upstream | None = None  # for h2c routes
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -90,7 +86,6 @@ class HttpExchanges:
             if relay.error_kind is not None:
                 self._upstream_errors.labels(relay.error_kind).inc()
             route.decisions[(decision.sampled, decision.reason)].inc()
-            self._durations[decision.sampled].observe(finished - started)
             self._request_metrics.observe(
                 route.name, method, relay.status, decision.sampled, finished - started, trace_id
             )

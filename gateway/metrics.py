@@ -6,9 +6,23 @@ any worker starts) keeps one file per worker and the admin listener sums them.
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from gateway.propagation import INVALID_REASONS
+from gateway.request_metrics import (
+    HTTP_REQUEST_DURATION,
+    HTTP_REQUEST_DURATION_HELP,
+    HTTP_REQUEST_DURATION_LABELS,
+    LATENCY_BUCKETS,
+    REQUEST_DURATION,
+    REQUEST_DURATION_HELP,
+    REQUEST_DURATION_LABELS,
+    PrometheusRequestLatency,
+    RequestLatency,
+    TalliedRequestLatency,
+)
 
 # A `*_created` series per counter and histogram child doubles what Prometheus scrapes and stores, and nothing
 # here reads it: rate() and increase() already handle a restart's reset.
@@ -33,13 +47,15 @@ CLIENT_PROTOCOLS = ("http1", "h2")
 HTTP2_RESETS_BY = ("client", "gateway")
 IGNORED_HEADER_REASONS = ("untrusted", *INVALID_REASONS)
 ROUTE_RELOAD_OUTCOMES = ("ok", "unchanged", "rejected")
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
     """The gateway's metrics, registered on their own registry so that tests and apps do not collide."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, multiprocess: bool | None = None) -> None:
+        """``multiprocess``: whether several workers share prometheus-client's files (by default, whether
+        PROMETHEUS_MULTIPROC_DIR is set, as ``__main__`` sets it for them)."""
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         reg = self.registry
         # Children per route are created by the gateway each time it loads a route table.
@@ -122,28 +138,36 @@ class Metrics:
         self.upstream_errors = Counter(
             "gateway_upstream_errors", "Failed upstream exchanges, by kind.", ["kind"], registry=reg
         )
-        self.request_duration = Histogram(
-            "gateway_request_duration_seconds",
-            "Time from request start to the end of the response, in seconds.",
-            ["decision"],
-            buckets=LATENCY_BUCKETS,
-            registry=reg,
-        )
         # The access log (gateway/access_log.py).
         self.access_log_dropped_lines = Counter(
             "gateway_access_log_dropped_lines",
             "Access lines dropped because stderr did not keep up (a full pipe, a stuck log collector).",
             registry=reg,
         )
-        # Operating it (gateway/request_metrics.py): children are made on first use, exemplars on sampled requests.
-        self.http_request_duration = Histogram(
-            "gateway_http_request_duration_seconds",
-            "Time from request start to the end of the response, by route, method, status class, gRPC status (empty "
-            "for other requests) and decision; sampled requests' buckets carry their trace id as an exemplar.",
-            ["route", "method", "status_class", "grpc_status", "decision"],
-            buckets=LATENCY_BUCKETS,
-            registry=reg,
-        )
+        # Each request's latency, both histograms from one observation (gateway/request_metrics.py): counted in lists
+        # and written at collection by one process, prometheus-client's metric objects when workers share files.
+        self.request_latency: RequestLatency
+        if multiprocess if multiprocess is not None else MULTIPROC_ENV in os.environ:
+            self.request_latency = PrometheusRequestLatency(
+                Histogram(
+                    REQUEST_DURATION,
+                    REQUEST_DURATION_HELP,
+                    REQUEST_DURATION_LABELS,
+                    buckets=LATENCY_BUCKETS,
+                    registry=reg,
+                ),
+                Histogram(
+                    HTTP_REQUEST_DURATION,
+                    HTTP_REQUEST_DURATION_HELP,
+                    HTTP_REQUEST_DURATION_LABELS,
+                    buckets=LATENCY_BUCKETS,
+                    registry=reg,
+                ),
+            )
+        else:
+            tallied = TalliedRequestLatency(LATENCY_BUCKETS)
+            reg.register(tallied)
+            self.request_latency = tallied
         # TLS termination (gateway/tls.py).
         self.tls_handshakes = Counter(
             "gateway_tls_handshakes",
@@ -191,5 +215,3 @@ class Metrics:
             self.client_protocol_connections.labels(protocol)
         for by in HTTP2_RESETS_BY:
             self.http2_resets.labels(by)
-        for decision in ("sampled", "not_sampled"):
-            self.request_duration.labels(decision)

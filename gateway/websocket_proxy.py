@@ -129,9 +129,6 @@ class WebSocketProxy:
             if relay.error_kind is not None:
                 self._parts.metrics.upstream_errors.labels(relay.error_kind).inc()
             route.decisions[(decision.sampled, decision.reason)].inc()
-            self._parts.metrics.request_duration.labels("sampled" if decision.sampled else "not_sampled").observe(
-                finished - started
-            )
             self._parts.request_metrics.observe(
                 route.name, METHOD, relay.status, decision.sampled, finished - started, begun.trace_id
             )
