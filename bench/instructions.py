@@ -15,7 +15,7 @@ At this slow speed a partial batch would go out at every flush interval, a few d
 interval long enough for full batches (`--flush-interval`). What it leaves out: cache misses and memory stalls,
 which cost time but not instructions. The ratio it prints is one of work, not of requests/s.
 
-Usage: .venv/bin/python bench/instructions.py [--seconds S] [--targets NAME...] [--cache-sim] [--keep DIR]; see --help.
+Usage: .venv/bin/python bench/instructions.py [--seconds S] [--targets NAME...] [--body 16k] [--cache-sim] [--keep DIR]; see --help.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     services.START_TIMEOUT = START_TIMEOUT
     os.sched_setaffinity(0, [0])  # with the load, off the gateway's CPU
-    body = BODIES[0]
+    body = next(body for body in BODIES if body.name == args.body)
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         keep = Path(args.keep) if args.keep else workdir
@@ -166,6 +166,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=[target.name for target in COUNTED_TARGETS],
         default=[target.name for target in COUNTED_TARGETS],
         help="what to count (default: all three)",
+    )
+    parser.add_argument(
+        "--body", choices=[body.name for body in BODIES], default=BODIES[0].name, help="the response body"
     )
     parser.add_argument("--cache-sim", action="store_true", help="also simulate the L1 and L2 caches (slower)")
     parser.add_argument("--keep", help="keep the callgrind files in this directory, and print the differences")
