@@ -15,7 +15,7 @@ At this slow speed a partial batch would go out at every flush interval, a few d
 interval long enough for full batches (`--flush-interval`). What it leaves out: cache misses and memory stalls,
 which cost time but not instructions. The ratio it prints is one of work, not of requests/s.
 
-Usage: .venv/bin/python bench/instructions.py [--seconds S] [--targets NAME...] [--body 16k] [--cache-sim] [--keep DIR]; see --help.
+Usage: .venv/bin/python bench/instructions.py [--seconds S] [--targets NAME...] [--body 16k] [--cache-sim] [--keep D]
 """
 
 from __future__ import annotations
@@ -214,7 +214,17 @@ def _totals(dump: Path) -> list[int]:
 def _cache_options() -> list[str]:
     size = _L2_SIZE.read_text().strip() if _L2_SIZE.exists() else "1024K"
     kilobytes = int(size.rstrip("K")) if size.endswith("K") else int(size.rstrip("M")) * 1024
-    return ["--cache-sim=yes", "--I1=32768,8,64", "--D1=32768,8,64", f"--LL={kilobytes * 1024},16,64"]
+    return ["--cache-sim=yes", "--I1=32768,8,64", "--D1=32768,8,64", _last_level(kilobytes * 1024)]
+
+
+def _last_level(size: int) -> str:
+    """valgrind's --LL for a cache of ``size`` bytes: it takes only a power-of-two number of sets, so a 1.25 MiB L2 is
+    described with the 20 ways it has, and a size no common way count fits is rounded down."""
+    for ways in (16, 20, 10, 12, 24, 8):
+        sets, rest = divmod(size, 64 * ways)
+        if not rest and sets & (sets - 1) == 0:
+            return f"--LL={size},{ways},64"
+    return f"--LL={1 << (size.bit_length() - 1)},16,64"
 
 
 def _dumps(out: Path) -> list[Path]:
