@@ -15,6 +15,7 @@ from types import FrameType
 from gateway.config_view import View, reload_record, worker_view
 from gateway.metrics import Metrics
 from gateway.reload import LoadedRoutes, ReloadOutcome, RouteReloader, load_route_file
+from gateway.request_metrics import DECISIONS
 from gateway.routes import Route, parse_upstream
 from gateway.routing import DEFAULT_ROUTE_NAME, Counter, Defaults, Routing, build_routing, decision_labels
 from gateway.settings import Settings
@@ -155,7 +156,7 @@ class _RouteMetrics:
     def decisions(self, route: str) -> Mapping[tuple[bool, str], Counter]:
         requests = self._metrics.requests
         return {
-            (sampled, reason): requests.labels("sampled" if sampled else "not_sampled", reason, route)
+            (sampled, reason): requests.labels(DECISIONS[sampled], reason, route)
             for sampled, reason in decision_labels()
         }
 
