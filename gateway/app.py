@@ -19,6 +19,7 @@ from gateway.exporters import build_reporter
 from gateway.flow_parts import FlowParts
 from gateway.grpc_flow import GrpcCalls, is_grpc_call
 from gateway.h2_upstream import H2Upstream
+from gateway.http1_upstream import Http1Upstream
 from gateway.http_flow import HttpExchanges
 from gateway.logs import ACCESS_LOGGER
 from gateway.metrics import Metrics
@@ -151,6 +152,8 @@ create_app = Gateway
 
 
 def create_upstream(settings: Settings) -> Upstream:
+    if settings.upstream_client == "httptools":
+        return Http1Upstream(settings.upstream_timeout, settings.upstream_max_connections)
     if settings.upstream_client == "aiohttp":
         from gateway.aiohttp_upstream import AiohttpUpstream
 

@@ -124,7 +124,9 @@ class Settings(BaseSettings):
     upstream_max_connections: int = Field(
         8, ge=1, le=1024, description="keep-alive connections per worker to the upstreams"
     )
-    upstream_client: Literal["aiohttp", "httpx"] = Field("aiohttp", description="HTTP client for the upstreams")
+    upstream_client: Literal["httptools", "aiohttp", "httpx"] = Field(
+        "httptools", description="HTTP/1.1 client for the upstreams: httptools (the gateway's own), aiohttp, httpx"
+    )
     # gRPC and HTTP/2 upstreams (gateway/h2_upstream.py, gateway/grpc_flow.py): the GATEWAY_UPSTREAM_URL route's
     # protocol, and the streams one h2c connection carries at most (fewer if the upstream's SETTINGS say so).
     upstream_protocol: Literal["http1", "h2c"] = Field(

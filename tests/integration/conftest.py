@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["httptools", "aiohttp", "httpx"])
 def upstream_client(request: pytest.FixtureRequest) -> str:
-    """Both implementations of the upstream seam must behave the same."""
+    """Every implementation of the upstream seam must behave the same."""
     return str(request.param)
