@@ -130,13 +130,13 @@ class Http1Upstream:
                     lambda: connection, host, port, ssl=tls, server_hostname=host if tls is not None else None
                 )
         except TimeoutError:
-            self._forget(connection)
+            connection.close()
             raise UpstreamTimeout("upstream timed out") from None
         except (OSError, ssl.SSLError) as exc:
-            self._forget(connection)
+            connection.close()
             raise UpstreamUnreachable("upstream unreachable") from exc
         except BaseException:
-            self._forget(connection)
+            connection.close()  # cancelled, perhaps once connected: the socket must not outlive the request
             raise
         return connection
 
@@ -265,6 +265,8 @@ class _Connection(asyncio.Protocol):
             raise _StaleConnection
         self.exchanges += 1
         self.active = True
+        if self._read_paused:
+            transport.resume_reading()  # the last response ended with its body unread: this one must be read
         self._reset_exchange()
         self._head_only = head.startswith(b"HEAD ")
         transport.write(head)

@@ -805,6 +805,23 @@ async def test_a_large_response_read_slowly_arrives_whole_and_in_order_with_read
         assert server.connections == 1
 
 
+async def test_a_response_left_unread_past_the_pause_leaves_its_connection_reading_for_the_next() -> None:
+    payload = b"x" * HIGH_WATER  # its last byte both completes the response and reaches the pause
+
+    async def handle(peer: Peer) -> None:
+        await peer.request()
+        await peer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload))
+        await answering(OK)(peer)
+
+    async with scenario(handle) as (server, upstream):
+        response = await upstream.forward(request(server.url()))
+        # Complete, and so pooled, once its bytes are in, but never read: reading paused at HIGH_WATER.
+        await until(lambda: response._connection.finished)
+        await response.aclose()
+        assert (await fetch(upstream, request(server.url())))[2] == b"ok"
+        assert server.connections == 1
+
+
 @pytest.fixture(scope="module")
 def certificates() -> CertificateFactory:
     return CertificateFactory()
