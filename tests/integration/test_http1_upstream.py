@@ -369,6 +369,19 @@ async def test_interim_responses_are_skipped_and_only_the_final_head_returned() 
         assert server.connections == 1
 
 
+async def body_until_its_upstream_error(response: Http1Response, within: float) -> bytes:
+    """What body() gave before it raised an UpstreamError that is not a timeout, well within the client's timeout (a
+    body() that waited for its timeout would run into ``within`` instead)."""
+    received = bytearray()
+    with pytest.raises(UpstreamError) as raised:
+        async with asyncio.timeout(within):
+            async for chunk in response.body():
+                received += chunk
+    await response.aclose()
+    assert not isinstance(raised.value, UpstreamTimeout)
+    return bytes(received)
+
+
 async def test_a_body_cut_short_by_the_connection_closing_is_an_upstream_error_not_a_timeout() -> None:
     async def handle(peer: Peer) -> None:
         await peer.request()
@@ -376,14 +389,7 @@ async def test_a_body_cut_short_by_the_connection_closing_is_an_upstream_error_n
 
     async with scenario(handle, timeout=30.0) as (server, upstream):
         response = await upstream.forward(request(server.url()))
-        received = bytearray()
-        with pytest.raises(UpstreamError) as raised:
-            async with asyncio.timeout(2.0):  # a body() that waited for its timeout would run into this instead
-                async for chunk in response.body():
-                    received += chunk
-        await response.aclose()
-        assert not isinstance(raised.value, UpstreamTimeout)
-        assert received == b"x" * 10
+        assert await body_until_its_upstream_error(response, within=2.0) == b"x" * 10
 
 
 async def test_a_body_cut_short_before_body_is_read_is_an_upstream_error_not_a_wait_for_the_timeout() -> None:
@@ -397,14 +403,7 @@ async def test_a_body_cut_short_before_body_is_read_is_an_upstream_error_not_a_w
         response = await upstream.forward(request(server.url()))
         await server.peers[0].finished.wait()
         await until(lambda: response._connection.transport is None, timeout=2.0)  # the client saw the close
-        received = bytearray()
-        with pytest.raises(UpstreamError) as raised:
-            async with asyncio.timeout(1.0):
-                async for chunk in response.body():
-                    received += chunk
-        await response.aclose()
-        assert not isinstance(raised.value, UpstreamTimeout)
-        assert received == b"x" * 10
+        assert await body_until_its_upstream_error(response, within=1.0) == b"x" * 10
 
 
 async def test_no_response_head_within_the_timeout_is_an_upstream_timeout_and_the_connection_is_closed() -> None:
