@@ -228,6 +228,15 @@ def answering(*responses: bytes) -> Handler:
     return handle
 
 
+def first_connection(first: Handler, then: bytes = OK) -> Handler:
+    """``first`` on the first connection accepted; every later one answers each request with ``then``."""
+
+    async def handle(peer: Peer) -> None:
+        await (first if peer.index == 0 else answering(then))(peer)
+
+    return handle
+
+
 def ok(body: bytes = b"ok", *headers: bytes) -> bytes:
     head = b"".join(header + b"\r\n" for header in headers)
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), head, body)
@@ -318,15 +327,12 @@ async def test_a_body_delimited_by_the_connection_closing_is_returned_whole() ->
 
 
 async def test_a_head_response_has_no_body_whatever_its_content_length_and_its_connection_is_not_reused() -> None:
-    async def handle(peer: Peer) -> None:
-        if peer.index == 0:
-            await peer.request()
-            await peer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
-            await peer.until_eof()
-            return
-        await answering(OK)(peer)
+    async def first(peer: Peer) -> None:
+        await peer.request()
+        await peer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        await peer.until_eof()
 
-    async with scenario(handle) as (server, upstream):
+    async with scenario(first_connection(first)) as (server, upstream):
         # The request's own timeout is long: a body() waiting for the 1000 bytes would run into the bound below.
         response = await upstream.forward(request(server.url(), "HEAD", timeout=30.0))
         assert (response.status_code, response.headers) == (200, [(b"content-length", b"1000")])
@@ -451,15 +457,12 @@ async def test_a_port_nobody_listens_on_is_unreachable() -> None:
 def dropping_the_second_request() -> Handler:
     """The first connection answers one request and closes when the next comes: the keep-alive race, every time."""
 
-    async def handle(peer: Peer) -> None:
-        if peer.index == 0:
-            await peer.request()
-            await peer.write(OK)
-            await peer.head()
-            return
-        await answering(OK)(peer)
+    async def first(peer: Peer) -> None:
+        await peer.request()
+        await peer.write(OK)
+        await peer.head()
 
-    return handle
+    return first_connection(first)
 
 
 async def test_a_bodiless_request_on_a_pooled_connection_the_upstream_closed_is_sent_again_on_a_new_one() -> None:
@@ -678,15 +681,12 @@ async def test_an_early_answer_during_a_slow_upload_is_returned_and_its_connecti
         await more.wait()
         yield b"rest"
 
-    async def handle(peer: Peer) -> None:
-        if peer.index == 0:
-            await peer.head()
-            await peer.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\n\r\ntoo big!")
-            await peer.until_eof()
-            return
-        await answering(OK)(peer)
+    async def first(peer: Peer) -> None:
+        await peer.head()
+        await peer.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\n\r\ntoo big!")
+        await peer.until_eof()
 
-    async with scenario(handle) as (server, upstream):
+    async with scenario(first_connection(first)) as (server, upstream):
         response = await upstream.forward(request(server.url(), "POST", body=slow_body()))
         assert response.status_code == 413
         assert await read_all(response) == b"too big!"
@@ -708,17 +708,14 @@ async def test_a_101_switching_protocols_answer_is_an_upstream_error() -> None:
 async def test_bytes_arriving_on_an_idle_pooled_connection_make_the_next_request_use_a_fresh_one() -> None:
     released = asyncio.Event()
 
-    async def handle(peer: Peer) -> None:
-        if peer.index == 0:
-            await peer.request()
-            await peer.write(OK)
-            await released.wait()
-            await peer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
-            await peer.until_eof()
-            return
-        await answering(ok(b"fresh"))(peer)
+    async def first(peer: Peer) -> None:
+        await peer.request()
+        await peer.write(OK)
+        await released.wait()
+        await peer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+        await peer.until_eof()
 
-    async with scenario(handle) as (server, upstream):
+    async with scenario(first_connection(first, then=ok(b"fresh"))) as (server, upstream):
         assert (await fetch(upstream, request(server.url())))[2] == b"ok"
         released.set()
         await server.peers[0].eof.wait()  # the client closed it on reading what nothing asked for
