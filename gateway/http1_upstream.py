@@ -150,6 +150,7 @@ class Http1Upstream:
             connection.idle_since = connection.loop.time()
             self._idle.setdefault(connection.key, []).append(connection)
         else:
+            # Left before its end (the client went away, an error), or the upstream asked to close it.
             connection.close()
         self._wake_a_waiter()
 
@@ -198,9 +199,6 @@ class Http1Response:
         self._released = True
         connection = self._connection
         connection.active = False
-        if not connection.reusable:
-            # Left before its end (the client went away, an error), or the upstream asked to close it.
-            connection.close()
         self._upstream._release(connection)
 
 
