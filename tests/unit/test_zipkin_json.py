@@ -17,7 +17,18 @@ from py_zipkin.encoding import Encoding, Endpoint, Span, get_encoder
 
 from gateway.context import MAX_64BIT, MAX_128BIT
 from gateway.routes import RESERVED_TAGS, parse_upstream
-from gateway.zipkin_json import MAX_CACHED_CLIENTS, MAX_CACHED_UPSTREAMS, ZipkinJsonEncoder, encode_spans
+from gateway.spans import client_endpoint, upstream_endpoint
+from gateway.zipkin_json import (
+    MAX_CACHED_CLIENTS,
+    MAX_CACHED_NAMES,
+    MAX_CACHED_OUTCOMES,
+    MAX_CACHED_TAG_HEADS,
+    MAX_CACHED_UPSTREAMS,
+    ZipkinJsonEncoder,
+    encode_spans,
+    endpoint_value,
+    span_value,
+)
 from tests.unit.test_spans import LOCAL, make_exchange, validator
 
 UPSTREAMS = [
@@ -146,10 +157,68 @@ def test_encoding_leaves_the_exchange_as_it_was():
     assert dataclasses.astuple(record) == before
 
 
-def test_the_two_spans_do_not_share_their_tags():
-    server, client = ZipkinJsonEncoder(LOCAL).values(exchange(status_code=502, upstream_status_code=None))
-    assert server["tags"] is not client["tags"]
-    assert "http.status_code" not in client["tags"]  # type: ignore[operator]
+def reference_spans(record: Any) -> list[dict[str, Any]]:
+    """An exchange's two spans through ``span_value``, the mapping every span written is held to, with the tags as
+    the docstring of ``ZipkinJsonEncoder._spans`` states them: route tags, then the HTTP tags, which win a clash."""
+    local = endpoint_value(LOCAL)
+    client = client_endpoint(record.client_host, record.client_port)
+    trace_id = f"{record.trace_id:032x}" if record.trace_id > MAX_64BIT else f"{record.trace_id:016x}"
+    server_id = f"{record.server_span_id:016x}"
+
+    def tags(status: int | None) -> dict[str, str]:
+        values = dict(record.tags)
+        values.update({"http.method": record.method, "http.path": record.path})
+        if record.host:
+            values["http.host"] = record.host
+        if status is not None:
+            values["http.status_code"] = str(status)
+        if record.error:
+            values["error"] = record.error
+        elif status is not None and not 100 <= status <= 399:
+            values["error"] = str(status)
+        return values
+
+    server = span_value(
+        trace_id,
+        server_id,
+        None if record.parent_id is None else f"{record.parent_id:016x}",
+        record.name,
+        "SERVER",
+        record.server_start,
+        record.server_duration,
+        local,
+        None if client is None else endpoint_value(client),
+        tags(record.status_code),
+        record.debug,
+    )
+    client_span = span_value(
+        trace_id,
+        f"{record.client_span_id:016x}",
+        server_id,
+        record.name,
+        "CLIENT",
+        record.client_start,
+        record.client_duration,
+        local,
+        endpoint_value(upstream_endpoint(record.upstream)),
+        tags(record.upstream_status_code),
+        record.debug,
+    )
+    return [orjson.loads(orjson.dumps(span)) for span in (server, client_span)]
+
+
+@given(st.lists(exchanges, min_size=1, max_size=4))
+def test_the_exchange_writer_writes_what_span_value_maps(batch):
+    encoder = ZipkinJsonEncoder(LOCAL)
+    expected = [span for record in batch for span in reference_spans(record)]
+    assert decoded(encoder.encode(batch)) == expected
+    assert decoded(encoder.encode(batch)) == expected  # from the caches
+
+
+def test_each_span_has_its_own_status():
+    server, client = decoded(ZipkinJsonEncoder(LOCAL).encode([exchange(status_code=502, upstream_status_code=None)]))
+    assert server["tags"]["http.status_code"] == "502"
+    assert "http.status_code" not in client["tags"]
 
 
 def test_an_empty_slice_is_an_empty_list():
@@ -158,7 +227,7 @@ def test_an_empty_slice_is_an_empty_list():
 
 def test_a_lone_surrogate_fails_the_slice():
     # The request path never makes one (it decodes latin-1 or utf-8); the reporter counts a slice that fails.
-    with pytest.raises(orjson.JSONEncodeError):
+    with pytest.raises(UnicodeEncodeError):
         ZipkinJsonEncoder(LOCAL).encode([exchange(path="/\ud800")])
 
 
@@ -167,6 +236,21 @@ def test_the_client_address_cache_stays_bounded():
     for start in range(0, MAX_CACHED_CLIENTS + 100, 50):
         encoder.encode([exchange(client_host=f"198.51.{n // 256 % 256}.{n % 256}") for n in range(start, start + 50)])
     assert len(encoder._clients) <= MAX_CACHED_CLIENTS
+
+
+@pytest.mark.parametrize(
+    ("cache", "limit", "vary"),
+    [
+        ("_names", MAX_CACHED_NAMES, lambda n: {"name": f"GET /{n}"}),
+        ("_tag_heads", MAX_CACHED_TAG_HEADS, lambda n: {"host": f"h{n}.example"}),
+        ("_outcomes", MAX_CACHED_OUTCOMES, lambda n: {"error": f"upstream failed: {n}"}),
+    ],
+)
+def test_the_text_caches_stay_bounded(cache, limit, vary):
+    encoder = ZipkinJsonEncoder(LOCAL)
+    for start in range(0, limit + 100, 50):
+        encoder.encode([exchange(**vary(n)) for n in range(start, start + 50)])
+    assert len(getattr(encoder, cache)) <= limit
 
 
 def test_the_upstream_cache_stays_bounded():
