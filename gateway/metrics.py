@@ -147,7 +147,7 @@ class Metrics:
         # Each request's latency, both histograms from one observation (gateway/request_metrics.py): counted in lists
         # and written at collection by one process, prometheus-client's metric objects when workers share files.
         self.request_latency: RequestLatency
-        shared_files = MULTIPROC_ENV in os.environ if multiprocess is None else multiprocess
+        self.shared_files = shared_files = MULTIPROC_ENV in os.environ if multiprocess is None else multiprocess
         if shared_files:
             self.request_latency = PrometheusRequestLatency(
                 Histogram(

@@ -32,6 +32,10 @@ from gateway.zipkin_json import ZipkinJsonEncoder
 
 logger = logging.getLogger("gateway.reporter")
 
+# Seconds between refreshes of the queue's gauges when several workers share prometheus-client's files: a scrape
+# sees them at most this old, as it sees the connection gauges (gateway/client_guard.py).
+GAUGE_REFRESH = 1.0
+
 
 class SpanReporter(Protocol):
     def reserve(self) -> bool: ...
@@ -107,6 +111,15 @@ class Reporter:
         self._dropped_shutdown = metrics.spans_dropped.labels(exporter, SHUTDOWN)
         self._queue_depth = metrics.span_queue_depth.labels(exporter)
         self._queue_bytes = metrics.span_queue_bytes.labels(exporter)
+        # The queue's gauges are read when /metrics is collected rather than set on every sampled request: a set
+        # takes prometheus-client's lock, about 0.4 us, a twentieth of what tracing a request cost. Several workers'
+        # gauges live in prometheus-client's files, which only a set writes: those are refreshed every GAUGE_REFRESH
+        # seconds instead.
+        self._refresh_gauges = metrics.shared_files
+        if not self._refresh_gauges:
+            self._queue_depth.set_function(self._queue.spans)
+            self._queue_bytes.set_function(self._queue.estimated_bytes)
+        self._refresher: asyncio.Task[None] | None = None
         self._suspended_gauge = metrics.sampling_suspended.labels(exporter)
 
     def reserve(self) -> bool:
@@ -115,14 +128,12 @@ class Reporter:
             self._set_suspended(True)
             self._full_log.warning("span queue full: new traces are not sampled until the collector catches up")
             return False
-        self._queue_depth.set(self._queue.spans())
         if self._suspended:
             self._set_suspended(False)
         return True
 
     def release(self) -> None:
         self._queue.release()
-        self._queue_depth.set(self._queue.spans())
 
     def submit(self, exchange: Exchange, reserved: bool) -> None:
         """Queues one exchange's spans, in the room reserved for them, or drops both if there is none.
@@ -135,13 +146,13 @@ class Reporter:
             counter = self._dropped_shutdown if dropped == SHUTDOWN else self._dropped_queue_full
             counter.inc(SPANS_PER_EXCHANGE)
             return
-        if not reserved:
-            self._queue_depth.set(self._queue.spans())
         if self._queue.has_full_batch():
             self._wake.set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="span-reporter")
+        if self._refresh_gauges:
+            self._refresher = asyncio.create_task(self._refresh_gauges_forever(), name="span-queue-gauges")
 
     async def stop(self, deadline: float) -> None:
         """Sends everything queued, giving up (and counting the loss) after `deadline` seconds."""
@@ -159,6 +170,8 @@ class Reporter:
         except TimeoutError:
             if self._task is not None:
                 self._task.cancel()
+        if self._refresher is not None:
+            self._refresher.cancel()
         lost = self._queue.close()
         if lost:
             self._dropped_shutdown.inc(lost)
@@ -179,8 +192,14 @@ class Reporter:
             self._suspended_gauge.set(int(suspended))
 
     def _update_gauges(self) -> None:
-        self._queue_depth.set(self._queue.spans())
-        self._queue_bytes.set(self._queue.estimated_bytes())
+        if self._refresh_gauges:
+            self._queue_depth.set(self._queue.spans())
+            self._queue_bytes.set(self._queue.estimated_bytes())
+
+    async def _refresh_gauges_forever(self) -> None:
+        while True:
+            await asyncio.sleep(GAUGE_REFRESH)
+            self._update_gauges()
 
     async def _run(self) -> None:
         # A full batch goes at once; a partial one only after a flush interval with no full batch. Sending whatever

@@ -6,7 +6,9 @@ import gzip
 import json
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+import gateway.reporter as reporter_module
 from gateway.batch_delivery import EXCHANGES_PER_SLICE, BatchDelivery, Sleep
 from gateway.metrics import Metrics
 from gateway.reporter import Reporter
@@ -157,6 +159,32 @@ async def test_reserve_refuses_when_the_queue_has_no_room_for_both_spans():
     reporter.submit(exchange(2), reserved=True)
     assert reporter.queue_depth() == 2 * SPANS_PER_EXCHANGE
     assert value(metrics, "gateway_spans_dropped_total", reason="queue_full") == 0
+
+
+async def test_with_one_worker_the_queue_gauges_are_read_when_collected():
+    metrics = Metrics()
+    reporter = make_reporter(FakeSender(), metrics)
+    assert reporter.reserve()
+    reporter.submit(exchange(1, "/a"), reserved=True)
+    assert reporter.reserve()
+    assert value(metrics, "gateway_span_queue_depth") == reporter.queue_depth() == 2 * SPANS_PER_EXCHANGE
+    assert value(metrics, "gateway_span_queue_bytes") == reporter.queue_bytes() > 0
+    reporter.release()
+    assert value(metrics, "gateway_span_queue_depth") == SPANS_PER_EXCHANGE
+
+
+async def test_with_several_workers_the_queue_gauges_are_refreshed(monkeypatch):
+    # Their gauges live in prometheus-client's files, which only a set writes: nothing is read at collection.
+    monkeypatch.setattr(reporter_module, "GAUGE_REFRESH", 0.01)
+    metrics = Metrics(CollectorRegistry(), multiprocess=True)
+    reporter = make_reporter(FakeSender(), metrics, flush_interval=60)
+    await reporter.start()
+    assert reporter.reserve()
+    reporter.submit(exchange(1), reserved=True)
+    await until(lambda: value(metrics, "gateway_span_queue_depth") == SPANS_PER_EXCHANGE)
+    assert value(metrics, "gateway_span_queue_bytes") == reporter.queue_bytes()
+    await reporter.stop(deadline=5)
+    assert value(metrics, "gateway_span_queue_depth") == 0
 
 
 async def test_an_unreserved_exchange_is_dropped_whole_when_the_queue_is_full():
