@@ -246,14 +246,17 @@ def decide(
         threshold = ot.threshold
         if not is_sampled(threshold, randomness(trace_id) if ot.random_value is None else ot.random_value):
             return _RATIO_NOT_SAMPLED
-    if not route_cap.try_acquire():
+    # Most routes and processes have no cap (0): their buckets are not asked, on the path of every sampled trace.
+    route_capped = route_cap.max_per_second > 0
+    process_capped = process_cap.max_per_second > 0
+    if route_capped and not route_cap.try_acquire():
         return _ROUTE_RATE_LIMITED
-    if not process_cap.try_acquire():
+    if process_capped and not process_cap.try_acquire():
         route_cap.refund()
         return _RATE_LIMITED
     if not reserve():
         return _QUEUE_FULL
-    if route_cap.limiting() or process_cap.limiting():
+    if (route_capped and route_cap.limiting()) or (process_capped and process_cap.limiting()):
         return _RATIO_SAMPLED
     return _ratio_sampled(threshold)
 

@@ -77,8 +77,11 @@ class SpanQueue:
         A reserved exchange is queued even a little past the byte bound (its size is known only now), unless the
         queue is closed: then its spans are lost to the shutdown.
         """
-        exchange = with_texts_cut(exchange)
-        size = exchange_bytes(exchange)
+        texts = len(exchange.path) + len(exchange.name) + len(exchange.host)
+        if texts > MAX_TEXT_CHARS:
+            exchange = with_texts_cut(exchange)
+            texts = len(exchange.path) + len(exchange.name) + len(exchange.host)
+        size = EXCHANGE_BYTES + texts  # exchange_bytes(), inline: this runs on every sampled request
         if reserved:
             self._reserved -= SPANS_PER_EXCHANGE
             if self._closed:
