@@ -10,7 +10,9 @@ Connections are pooled per upstream (scheme, host, port), most recently used fir
 at once across all upstreams (as aiohttp's `limit`); a request that finds none free waits, within its timeout. A
 connection goes back to the pool only when both messages ended cleanly and the upstream did not ask to close it; one
 idle for longer than IDLE_SECONDS is closed instead of used. A request without a body that finds its pooled connection
-closed by the upstream before any answer (a keep-alive race every client meets) is sent again on a new connection.
+closed by the upstream before any answer (a keep-alive race every client meets) is sent again on a new connection;
+one with a body is not (it is streamed, and gone), and fails with PooledConnectionClosed: a caller holding the whole
+body, as the span reporter does, may send it again.
 
 The timeout bounds connecting, the wait for the response head, and each wait for more of the body (aiohttp's
 `sock_connect` and `sock_read`). Reading pauses while HIGH_WATER bytes of body are buffered unread, so a slow client
@@ -24,7 +26,7 @@ import functools
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
 
 import httptools
@@ -41,6 +43,11 @@ _HOST = b"host"
 _LAST_CHUNK = b"0\r\n\r\n"
 
 Key = tuple[str, str, int]
+
+
+class PooledConnectionClosed(UpstreamError):
+    """A pooled connection closed before any byte of the answer: most likely the upstream closed it while idle as the
+    request went out (the keep-alive race), so a caller that holds the whole body may send it again on a new one."""
 
 
 class Http1Upstream:
@@ -67,7 +74,8 @@ class Http1Upstream:
             except _StaleConnection:
                 if reused and request.body is None:
                     continue  # the upstream closed it while it sat in the pool; nothing was sent that it read
-                raise UpstreamError("upstream failed: connection closed before the response") from None
+                error = PooledConnectionClosed if reused else UpstreamError
+                raise error("upstream failed: connection closed before the response") from None
             return Http1Response(self, connection, timeout)
 
     async def aclose(self) -> None:
@@ -182,7 +190,7 @@ class Http1Response:
         self.status_code = connection.status
         self.headers = connection.headers
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def body(self) -> AsyncGenerator[bytes, None]:
         connection = self._connection
         while True:
             chunk = connection.take()

@@ -11,52 +11,54 @@ import email.utils
 import time
 from collections.abc import Sequence
 
-import httpx
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from gateway.collector_post import CollectorAnswer, CollectorPost
 from gateway.span_sender import RejectedError, RetryableError, post_payload
 
 PROTOBUF = "application/x-protobuf"
 # The OTLP/HTTP spec's retryable statuses ("Retryable Response Codes"); every other failure is final.
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
-_POST_HEADERS = {"content-type": PROTOBUF, "content-encoding": "gzip", "b3": "0"}
+_POST_HEADERS = (("content-type", PROTOBUF), ("content-encoding", "gzip"), ("b3", "0"))
+_GATEWAY_HEADER_NAMES = frozenset(name for name, _ in _POST_HEADERS)
 
 
 class OtlpHttpSender:
     def __init__(self, url: str, headers: Sequence[tuple[str, str]], timeout: float) -> None:
-        self._url = url
-        # The user's headers first: they may not override the body's type and encoding, which the gateway decides.
-        self._client = httpx.AsyncClient(timeout=timeout, trust_env=False, headers=[*headers, *_POST_HEADERS.items()])
+        # The user's headers first, but not those naming the body's type and encoding, which the gateway decides (nor
+        # b3, which keeps the export out of traces): sent twice, the user's would be the one most servers read.
+        own = [(name, value) for name, value in headers if name.lower() not in _GATEWAY_HEADER_NAMES]
+        self._post = CollectorPost(url, [*own, *_POST_HEADERS], timeout)
 
     async def send(self, payload: bytes) -> int | None:
-        response = await post_payload(self._client, self._url, payload)
-        status = response.status_code
+        answer = await post_payload(self._post, payload)
+        status = answer.status
         if 200 <= status < 300:
-            return _refused_spans(response)
+            return _refused_spans(answer)
         if status in RETRYABLE_STATUSES:
-            raise RetryableError(f"OTLP collector answered {status}", _retry_after(response.headers.get("retry-after")))
+            raise RetryableError(f"OTLP collector answered {status}", _retry_after(answer.header("retry-after")))
         if 300 <= status < 400:
-            location = response.headers.get("location", "")
+            location = answer.header("location")
             raise RejectedError(
                 f"OTLP collector answered {status} to {location!r}: GATEWAY_OTLP_URL should be the target"
             )
-        raise RejectedError(f"OTLP collector answered {status}: {_status_message(response)}")
+        raise RejectedError(f"OTLP collector answered {status}: {_status_message(answer)}")
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._post.aclose()
 
 
-def _refused_spans(response: httpx.Response) -> int:
+def _refused_spans(answer: CollectorAnswer) -> int:
     """The partial success's ``rejected_spans`` of a protobuf answer; 0 for an empty or JSON one."""
-    if not response.content or not response.headers.get("content-type", "").startswith(PROTOBUF):
+    if not answer.body or not answer.header("content-type").startswith(PROTOBUF):
         return 0
-    answer = ExportTraceServiceResponse()
+    message = ExportTraceServiceResponse()
     try:
-        answer.ParseFromString(response.content)
+        message.ParseFromString(answer.body)
     except DecodeError:
         return 0
-    return int(answer.partial_success.rejected_spans)
+    return int(message.partial_success.rejected_spans)
 
 
 def _retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -73,6 +75,6 @@ def _retry_after(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
-def _status_message(response: httpx.Response) -> str:
+def _status_message(answer: CollectorAnswer) -> str:
     """The start of the collector's answer (a google.rpc.Status, as text when it is JSON)."""
-    return response.text[:200]
+    return answer.text[:200]

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import httpx
+from gateway.collector_post import CollectorAnswer, CollectorPost, PostFailed
 
 _RETRYABLE_STATUSES = frozenset({408, 429})
 # The reporter's own requests must not start traces in a meshed collector: a B3 "deny" decision.
-_SPAN_POST_HEADERS = {"content-type": "application/json", "content-encoding": "gzip", "b3": "0"}
+_SPAN_POST_HEADERS = (("content-type", "application/json"), ("content-encoding", "gzip"), ("b3", "0"))
 
 
 class RetryableError(Exception):
@@ -40,32 +40,31 @@ class SpanSender(Protocol):
 
 
 class HttpSpanSender:
-    """POSTs gzip-compressed Zipkin v2 JSON to the collector with httpx."""
+    """POSTs gzip-compressed Zipkin v2 JSON to the collector."""
 
     def __init__(self, url: str, timeout: float) -> None:
-        self._url = url
-        self._client = httpx.AsyncClient(timeout=timeout, trust_env=False, headers=_SPAN_POST_HEADERS)
+        self._post = CollectorPost(url, _SPAN_POST_HEADERS, timeout)
 
     async def send(self, payload: bytes) -> None:
-        response = await post_payload(self._client, self._url, payload)
-        status = response.status_code
+        answer = await post_payload(self._post, payload)
+        status = answer.status
         if 200 <= status < 300:
             return
         if status in _RETRYABLE_STATUSES or status >= 500:
             raise RetryableError(f"collector answered {status}")
         if 300 <= status < 400:
             # Redirects are not followed: a 3xx taken for success would count spans reported that went nowhere.
-            location = response.headers.get("location", "")
+            location = answer.header("location")
             raise RejectedError(f"collector answered {status} to {location!r}: GATEWAY_ZIPKIN_URL should be the target")
-        raise RejectedError(f"collector answered {status}: {response.text[:200]}")
+        raise RejectedError(f"collector answered {status}: {answer.text[:200]}")
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._post.aclose()
 
 
-async def post_payload(client: httpx.AsyncClient, url: str, payload: bytes) -> httpx.Response:
+async def post_payload(post: CollectorPost, payload: bytes) -> CollectorAnswer:
     """POSTs a batch; a connection that fails or times out is a RetryableError (the collector may be back soon)."""
     try:
-        return await client.post(url, content=payload)
-    except httpx.TransportError as exc:
-        raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+        return await post.post(payload)
+    except PostFailed as exc:
+        raise RetryableError(str(exc)) from exc

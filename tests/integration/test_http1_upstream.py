@@ -1,8 +1,8 @@
 """gateway/http1_upstream.py against real loopback servers that answer with scripted raw bytes.
 
 Every scenario runs on asyncio's own event loop and on uvloop, whose transports are not asyncio.Transport
-subclasses. The servers are asyncio servers written here: each accepted connection is a `Peer` that parses what the
-client sent (httptools' request parser, so chunked bodies come out de-chunked) and keeps the raw bytes besides.
+subclasses. The servers are tests/http1_server.py's: each accepted connection is a `Peer` that parses what the client
+sent (httptools' request parser, so chunked bodies come out de-chunked) and keeps the raw bytes besides.
 """
 
 from __future__ import annotations
@@ -12,27 +12,24 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httptools
 import pytest
 
-from gateway.http1_upstream import HIGH_WATER, MAX_HEAD_BYTES, Http1Response, Http1Upstream
+from gateway.http1_upstream import HIGH_WATER, MAX_HEAD_BYTES, Http1Response, Http1Upstream, PooledConnectionClosed
 from gateway.proxy import UpstreamError, UpstreamRequest, UpstreamTimeout, UpstreamUnreachable
+from tests.http1_server import OK, Handler, Peer, Server, answering, first_connection, ok, server_tls
+from tests.support import LOOPBACK
 from tests.tls_support import CertificateFactory
 from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
 
-LOOPBACK = "127.0.0.1"
 BOUND = 5.0  # seconds: the most any scenario may take; every wait in this module is inside it
 CLIENT_TIMEOUT = 3.0  # the client's own timeout unless a scenario sets one: below BOUND, so that it shows first
 SHORT = 0.2  # a timeout that a scenario means to run out
-
-OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 @pytest.fixture(
@@ -51,152 +48,7 @@ def nothing_logged_by_asyncio(caplog: pytest.LogCaptureFixture) -> Iterator[None
     assert errors == []
 
 
-# The server side.
-
-
-@dataclass
-class Received:
-    method: bytes = b""
-    target: bytes = b""
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    body: bytearray = field(default_factory=bytearray)
-    head_complete: bool = False
-    complete: bool = False
-
-
-class Peer:
-    """One connection the server accepted: the requests parsed from it, and every byte the client sent on it."""
-
-    def __init__(self, index: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.index = index
-        self.reader = reader
-        self.writer = writer
-        self.raw = bytearray()
-        self.requests: list[Received] = []  # every request begun, complete or not
-        self.eof = asyncio.Event()  # the client closed its side (or reset the connection)
-        self.finished = asyncio.Event()  # the handler returned and the server closed the connection
-        self._parser = httptools.HttpRequestParser(self)
-        self._next = 0  # the request that `request` or `head` returns next
-        self.malformed: httptools.HttpParserError | None = None
-
-    # httptools' callbacks.
-    def on_message_begin(self) -> None:
-        self.requests.append(Received())
-
-    def on_url(self, url: bytes) -> None:
-        self.requests[-1].target += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.requests[-1].headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        self.requests[-1].method = self._parser.get_method()
-        self.requests[-1].head_complete = True
-
-    def on_body(self, body: bytes) -> None:
-        self.requests[-1].body += body
-
-    def on_message_complete(self) -> None:
-        self.requests[-1].complete = True
-
-    async def _read(self) -> bool:
-        try:
-            data = await self.reader.read(65536)
-        except ConnectionError:
-            data = b""
-        if not data:
-            self.eof.set()
-            return False
-        self.raw += data
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self.malformed = exc  # what the client sent is not HTTP/1.1: the server closes the connection
-            return False
-        return True
-
-    async def request(self) -> Received | None:
-        """The next request, once complete; None when the client closed the connection first."""
-        while not (len(self.requests) > self._next and self.requests[self._next].complete):
-            if not await self._read():
-                return None
-        self._next += 1
-        return self.requests[self._next - 1]
-
-    async def head(self) -> Received:
-        """The next request, once its head has come (its body perhaps still coming)."""
-        while not (len(self.requests) > self._next and self.requests[self._next].head_complete):
-            assert await self._read(), "the client closed the connection before sending a request head"
-        self._next += 1
-        return self.requests[self._next - 1]
-
-    async def until_eof(self) -> None:
-        """Reads (without parsing) until the client closes its side."""
-        while True:
-            try:
-                data = await self.reader.read(65536)
-            except ConnectionError:
-                data = b""
-            if not data:
-                self.eof.set()
-                return
-            self.raw += data
-
-    async def write(self, data: bytes | memoryview) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-
-Handler = Callable[[Peer], Awaitable[None]]
-
-
-class Server:
-    def __init__(self, handler: Handler) -> None:
-        self._handler = handler
-        self.peers: list[Peer] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._server: asyncio.Server | None = None
-
-    @property
-    def connections(self) -> int:
-        """How many connections the server has accepted."""
-        return len(self.peers)
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    def url(self, path: str = "/", scheme: str = "http") -> str:
-        return f"{scheme}://{LOOPBACK}:{self.port}{path}"
-
-    def requests(self) -> list[Received]:
-        return [request for peer in self.peers for request in peer.requests]
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.append(task)
-        peer = Peer(len(self.peers), reader, writer)
-        self.peers.append(peer)
-        try:
-            await self._handler(peer)
-        except (ConnectionError, asyncio.CancelledError):
-            pass  # the client reset the connection, or `stop` ended the handler (its task must not end cancelled)
-        finally:
-            writer.close()
-            peer.finished.set()
-
-    async def start(self, tls: ssl.SSLContext | None = None) -> None:
-        self._server = await asyncio.start_server(self._accept, LOOPBACK, 0, ssl=tls)
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
+# The client side.
 
 
 @asynccontextmanager
@@ -213,36 +65,6 @@ async def scenario(
     finally:
         await upstream.aclose()
         await server.stop()
-
-
-def answering(*responses: bytes) -> Handler:
-    """Answers each request with these responses in turn, on whichever connection it comes; the last again and again."""
-    answered = 0
-
-    async def handle(peer: Peer) -> None:
-        nonlocal answered
-        while await peer.request() is not None:
-            await peer.write(responses[min(answered, len(responses) - 1)])
-            answered += 1
-
-    return handle
-
-
-def first_connection(first: Handler, then: bytes = OK) -> Handler:
-    """``first`` on the first connection accepted; every later one answers each request with ``then``."""
-
-    async def handle(peer: Peer) -> None:
-        await (first if peer.index == 0 else answering(then))(peer)
-
-    return handle
-
-
-def ok(body: bytes = b"ok", *headers: bytes) -> bytes:
-    head = b"".join(header + b"\r\n" for header in headers)
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), head, body)
-
-
-# The client side.
 
 
 def request(
@@ -477,9 +299,19 @@ async def test_a_bodiless_request_on_a_pooled_connection_the_upstream_closed_is_
 async def test_a_request_with_a_body_on_a_pooled_connection_the_upstream_closed_is_not_sent_again() -> None:
     async with scenario(dropping_the_second_request()) as (server, upstream):
         assert (await fetch(upstream, request(server.url())))[2] == b"ok"
+        with pytest.raises(PooledConnectionClosed):  # for a caller that holds the body whole, and may send it again
+            await upstream.forward(request(server.url(), "POST", body=stream(b"data")))
+        assert server.connections == 1
+
+
+async def test_a_new_connection_closed_before_any_answer_is_not_taken_for_the_keep_alive_race() -> None:
+    async def handle(peer: Peer) -> None:
+        await peer.head()
+
+    async with scenario(handle) as (server, upstream):
         with pytest.raises(UpstreamError) as raised:
             await upstream.forward(request(server.url(), "POST", body=stream(b"data")))
-        assert not isinstance(raised.value, UpstreamTimeout)
+        assert type(raised.value) is UpstreamError
         assert server.connections == 1
 
 
@@ -821,15 +653,6 @@ async def test_a_response_left_unread_past_the_pause_leaves_its_connection_readi
 @pytest.fixture(scope="module")
 def certificates() -> CertificateFactory:
     return CertificateFactory()
-
-
-def server_tls(certificates: CertificateFactory, folder: Path) -> ssl.SSLContext:
-    pem = certificates.issue(LOOPBACK)
-    (folder / "tls.crt").write_bytes(pem.cert)
-    (folder / "tls.key").write_bytes(pem.key)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(folder / "tls.crt", folder / "tls.key")
-    return context
 
 
 async def test_an_https_upstream_whose_certificate_is_not_trusted_is_unreachable(
