@@ -159,67 +159,86 @@ class ZipkinJsonEncoder:
 
     def encode(self, exchanges: Sequence[Exchange]) -> bytes:
         """The exchanges' spans as one JSON list, UTF-8; a text that is not valid Unicode (a lone surrogate) fails
-        the slice with UnicodeEncodeError, which the reporter counts."""
-        return ("[" + ",".join([self._spans(exchange) for exchange in exchanges]) + "]").encode()
+        the slice with UnicodeEncodeError, which the reporter counts.
 
-    def _spans(self, exchange: Exchange) -> str:
-        """The SERVER span for the request the gateway received and the CLIENT span, its child, for the upstream call.
-
-        Tags follow Brave's HTTP conventions: ``error`` carries the gateway's error message when it has one, else
-        the status code when it is not 1xx-3xx (Brave's ``HttpResponseParser``), on both spans. The SERVER span has
-        the status the client got, the CLIENT span the one the upstream answered (none when it did not answer). A
-        route's tags and the trace's ``w3c.tracestate`` are on both; the HTTP tags win a clash.
+        Each exchange is the SERVER span for the request the gateway received and the CLIENT span, its child, for
+        the upstream call. Tags follow Brave's HTTP conventions: ``error`` carries the gateway's error message when
+        it has one, else the status code when it is not 1xx-3xx (Brave's ``HttpResponseParser``), on both spans. The
+        SERVER span has the status the client got, the CLIENT span the one the upstream answered (none when it did
+        not answer). A route's tags and the trace's ``w3c.tracestate`` are on both; the HTTP tags win a clash.
         """
-        trace_id = exchange.trace_id
-        # int.to_bytes().hex() takes a fifth of the time of an f-string's "016x" here.
-        trace_hex = trace_id.to_bytes(16 if trace_id > MAX_64BIT else 8).hex()
-        server_id = exchange.server_span_id.to_bytes(8).hex()
-        head = f'{{"traceId":"{trace_hex}","id":"'
-        common = self._name(exchange.name)
-        if exchange.debug:
-            common = '"debug":true,' + common
-        parent = exchange.parent_id
-        server_parent = "" if parent is None else f'"parentId":"{parent.to_bytes(8).hex()}",'
-        tags = self._tag_head(exchange.tags, exchange.method, exchange.host)
-        path = _string(exchange.path)
-        error = exchange.error
-        server_status = exchange.status_code
-        client_status = exchange.upstream_status_code
-        if error is None:
-            statuses = self._statuses
-            server_outcome = statuses.get(server_status) or self._outcome(server_status, None)
-            client_outcome = statuses.get(client_status) or self._outcome(client_status, None)
-        else:
-            server_outcome = self._outcome(server_status, error)
-            client_outcome = self._outcome(client_status, error)
-        if tags.fallback:
-            server_outcome = tags.with_fallback(server_status, error, server_outcome)
-            client_outcome = tags.with_fallback(client_status, error, client_outcome)
-        # Epoch microseconds; a timestamp of 0 is left out, as py_zipkin does, and a duration is at least 1 us (the
-        # spec's minimum).
-        start = exchange.server_start
-        server_time = f'"timestamp":{int(start * 1000000)},' if start else ""
-        start = exchange.client_start
-        client_time = f'"timestamp":{int(start * 1000000)},' if start else ""
-        server_micros = int(exchange.server_duration * 1000000)
-        client_micros = int(exchange.client_duration * 1000000)
-        local = self._local
-        return (
-            f'{head}{server_id}",{common}{server_parent}{server_time}'
-            f'"duration":{server_micros if server_micros > 0 else 1},'
-            f'"kind":"SERVER",{local}{self._client(exchange.client_host, exchange.client_port)}'
-            f'"tags":{{{tags.text}"http.path":{path}{server_outcome}}}}},'
-            f'{head}{exchange.client_span_id.to_bytes(8).hex()}",{common}"parentId":"{server_id}",{client_time}'
-            f'"duration":{client_micros if client_micros > 0 else 1},'
-            f'"kind":"CLIENT",{local}{self._upstream(exchange.upstream)}'
-            f'"tags":{{{tags.text}"http.path":{path}{client_outcome}}}}}'
+        # One loop with the caches in locals: a method call and an attribute lookup per cache and per exchange were
+        # a fifth of the writer's time.
+        names, tag_heads, statuses, clients, upstreams = (
+            self._names,
+            self._tag_heads,
+            self._statuses,
+            self._clients,
+            self._upstreams,
         )
+        local = self._local
+        spans: list[str] = []
+        for exchange in exchanges:
+            trace_id = exchange.trace_id
+            # int.to_bytes().hex() takes a fifth of the time of an f-string's "016x" here.
+            trace_hex = trace_id.to_bytes(16 if trace_id > MAX_64BIT else 8).hex()
+            server_id = exchange.server_span_id.to_bytes(8).hex()
+            name = names.get(exchange.name)
+            if name is None:
+                name = self._name(exchange.name)
+            if exchange.debug:
+                name = '"debug":true,' + name
+            parent = exchange.parent_id
+            server_parent = "" if parent is None else f'"parentId":"{parent.to_bytes(8).hex()}",'
+            tags = tag_heads.get((exchange.tags, exchange.method, exchange.host))
+            if tags is None:
+                tags = self._tag_head(exchange.tags, exchange.method, exchange.host)
+            client = clients.get((exchange.client_host, exchange.client_port))
+            if client is None:
+                client = self._client(exchange.client_host, exchange.client_port)
+            upstream = upstreams.get(id(exchange.upstream))
+            remote = upstream[1] if upstream is not None and upstream[0] is exchange.upstream else None
+            if remote is None:
+                remote = self._upstream(exchange.upstream)
+            error = exchange.error
+            server_status = exchange.status_code
+            client_status = exchange.upstream_status_code
+            if error is None:
+                server_outcome = statuses.get(server_status)
+                if server_outcome is None:
+                    server_outcome = self._outcome(server_status, None)
+                client_outcome = statuses.get(client_status)
+                if client_outcome is None:
+                    client_outcome = self._outcome(client_status, None)
+            else:
+                server_outcome = self._outcome(server_status, error)
+                client_outcome = self._outcome(client_status, error)
+            if tags.fallback:
+                server_outcome = tags.with_fallback(server_status, error, server_outcome)
+                client_outcome = tags.with_fallback(client_status, error, client_outcome)
+            # Epoch microseconds; a timestamp of 0 is left out, as py_zipkin does, and a duration is at least 1 us
+            # (the spec's minimum).
+            start = exchange.server_start
+            server_time = f'"timestamp":{int(start * 1000000)},' if start else ""
+            start = exchange.client_start
+            client_time = f'"timestamp":{int(start * 1000000)},' if start else ""
+            server_micros = int(exchange.server_duration * 1000000)
+            client_micros = int(exchange.client_duration * 1000000)
+            path = _string(exchange.path)
+            spans.append(
+                f'{{"traceId":"{trace_hex}","id":"{server_id}",{name}{server_parent}{server_time}'
+                f'"duration":{server_micros if server_micros > 0 else 1},"kind":"SERVER",{local}{client}'
+                f'"tags":{{{tags.text}"http.path":{path}{server_outcome}}}}},'
+                f'{{"traceId":"{trace_hex}","id":"{exchange.client_span_id.to_bytes(8).hex()}",{name}'
+                f'"parentId":"{server_id}",{client_time}'
+                f'"duration":{client_micros if client_micros > 0 else 1},"kind":"CLIENT",{local}{remote}'
+                f'"tags":{{{tags.text}"http.path":{path}{client_outcome}}}}}'
+            )
+        return ("[" + ",".join(spans) + "]").encode()
+
+    # What encode() did not find in its caches, made and kept.
 
     def _name(self, name: str) -> str:
-        try:
-            return self._names[name]
-        except KeyError:
-            pass
         # The fallback route names spans by path: names come from the internet too.
         if len(self._names) >= MAX_CACHED_NAMES:
             self._names.clear()
@@ -228,10 +247,6 @@ class ZipkinJsonEncoder:
 
     def _tag_head(self, tags: tuple[tuple[str, str], ...], method: str, host: str) -> _TagHead:
         key = (tags, method, host)
-        try:
-            return self._tag_heads[key]
-        except KeyError:
-            pass
         if len(self._tag_heads) >= MAX_CACHED_TAG_HEADS:
             self._tag_heads.clear()
         head = self._tag_heads[key] = _TagHead(tags, method, host)
@@ -260,10 +275,6 @@ class ZipkinJsonEncoder:
 
     def _client(self, host: str | None, port: int | None) -> str:
         key = (host, port)
-        try:
-            return self._clients[key]
-        except KeyError:
-            pass
         if len(self._clients) >= MAX_CACHED_CLIENTS:
             self._clients.clear()
         endpoint = client_endpoint(host, port)
@@ -272,11 +283,8 @@ class ZipkinJsonEncoder:
         return text
 
     def _upstream(self, upstream: Upstream) -> str:
-        # By identity: an Upstream's hash is computed from its fields on every call. The object is kept in the entry,
-        # so that its id cannot be reused while the entry stands.
-        entry = self._upstreams.get(id(upstream))
-        if entry is not None and entry[0] is upstream:
-            return entry[1]
+        # Kept by identity: an Upstream's hash is computed from its fields on every call. The object is kept in the
+        # entry, so that its id cannot be reused while the entry stands.
         if len(self._upstreams) >= MAX_CACHED_UPSTREAMS:
             self._upstreams.clear()
         value = endpoint_value(upstream_endpoint(upstream))
