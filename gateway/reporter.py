@@ -146,7 +146,7 @@ class Reporter:
             counter = self._dropped_shutdown if dropped == SHUTDOWN else self._dropped_queue_full
             counter.inc(SPANS_PER_EXCHANGE)
             return
-        if self._queue.has_full_batch():
+        if self._queue.full_batch:
             self._wake.set()
 
     async def start(self) -> None:

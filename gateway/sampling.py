@@ -199,11 +199,10 @@ _sampled_at: dict[int, Decision] = {}
 
 
 def _ratio_sampled(threshold: int) -> Decision:
-    decision = _sampled_at.get(threshold)
-    if decision is None:
-        if len(_sampled_at) >= _MAX_CACHED_THRESHOLDS:
-            _sampled_at.clear()
-        decision = _sampled_at[threshold] = Decision(True, False, RATIO, threshold, reserved=True)
+    """A new Decision for a threshold not in _sampled_at, which keeps it (looked up in decide() without a call)."""
+    if len(_sampled_at) >= _MAX_CACHED_THRESHOLDS:
+        _sampled_at.clear()
+    decision = _sampled_at[threshold] = Decision(True, False, RATIO, threshold, reserved=True)
     return decision
 
 
@@ -258,7 +257,7 @@ def decide(
         return _QUEUE_FULL
     if (route_capped and route_cap.limiting()) or (process_capped and process_cap.limiting()):
         return _RATIO_SAMPLED
-    return _ratio_sampled(threshold)
+    return _sampled_at.get(threshold) or _ratio_sampled(threshold)
 
 
 def tracestate_after(incoming_tracestate: str | None, ot: OtState, decision: Decision) -> str | None:

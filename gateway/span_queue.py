@@ -42,6 +42,9 @@ class SpanQueue:
         self._bytes = 0
         self._in_flight_bytes = 0
         self._closed = False
+        # Whether a whole batch waits: kept up to date by whatever adds or takes exchanges, so that the reporter
+        # reads an attribute after each submit rather than calls a method.
+        self.full_batch = False
 
     def __len__(self) -> int:
         """Exchanges waiting, not counting the batch in flight."""
@@ -56,11 +59,16 @@ class SpanQueue:
         return self._bytes
 
     def has_full_batch(self) -> bool:
-        return len(self._waiting) >= self._batch_exchanges
+        return self.full_batch
 
     def reserve(self) -> bool:
         """Holds room for one sampled exchange's spans; False when there is none."""
-        if not self._has_room(RESERVED_BYTES):
+        # spans() inline: this runs on every sampled request, and a call costs as much as the sums.
+        if (
+            len(self._waiting) * SPANS_PER_EXCHANGE + self._reserved + self._in_flight + SPANS_PER_EXCHANGE
+            > self._max_spans
+            or self._bytes + RESERVED_BYTES > self._max_bytes
+        ):
             return False
         self._reserved += SPANS_PER_EXCHANGE
         self._bytes += RESERVED_BYTES
@@ -94,15 +102,21 @@ class SpanQueue:
         else:
             self._bytes += size
         self._waiting.append(exchange)
+        self.full_batch = len(self._waiting) >= self._batch_exchanges
         return None
 
     def take_batch(self) -> list[Exchange]:
         """The next batch, in flight (and still counted) until ``batch_done``."""
         count = min(len(self._waiting), self._batch_exchanges)
-        batch = [self._waiting.popleft() for _ in range(count)]
+        popleft = self._waiting.popleft
+        batch = [popleft() for _ in range(count)]
+        self.full_batch = len(self._waiting) >= self._batch_exchanges
         self._in_flight = count * SPANS_PER_EXCHANGE
-        # Recomputed rather than stored with each exchange: the queued copy's texts were cut when it was submitted.
-        self._in_flight_bytes = sum(exchange_bytes(exchange) for exchange in batch)
+        # Recomputed rather than stored with each exchange (the queued copy's texts were cut when it was submitted);
+        # exchange_bytes() inline.
+        self._in_flight_bytes = count * EXCHANGE_BYTES + sum(
+            [len(exchange.path) + len(exchange.name) + len(exchange.host) for exchange in batch]
+        )
         return batch
 
     def batch_done(self) -> None:
@@ -115,14 +129,11 @@ class SpanQueue:
         lost = len(self._waiting) * SPANS_PER_EXCHANGE + self._in_flight
         if lost:
             self._waiting.clear()
+            self.full_batch = False
             self._in_flight = 0
         self._closed = True
         self._bytes = self._in_flight_bytes = 0
         return lost
-
-    def _has_room(self, size: int) -> bool:
-        """Whether one more exchange's spans, and ``size`` bytes, fit within the bounds."""
-        return self.spans() + SPANS_PER_EXCHANGE <= self._max_spans and self._bytes + size <= self._max_bytes
 
 
 def with_texts_cut(exchange: Exchange) -> Exchange:
