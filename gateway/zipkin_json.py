@@ -215,16 +215,25 @@ class ZipkinJsonEncoder:
             if tags.fallback:
                 server_outcome = tags.with_fallback(server_status, error, server_outcome)
                 client_outcome = tags.with_fallback(client_status, error, client_outcome)
-            # Epoch microseconds; a timestamp of 0 is left out, as py_zipkin does, and a duration is at least 1 us
-            # (the spec's minimum).
-            start = exchange.server_start
-            server_time = f'"timestamp":{int(start * 1000000)},' if start else ""
-            start = exchange.client_start
-            client_time = f'"timestamp":{int(start * 1000000)},' if start else ""
+            # Epoch microseconds, a duration at least 1 us (the spec's minimum).
+            server_start = exchange.server_start
+            client_start = exchange.client_start
             server_micros = int(exchange.server_duration * 1000000)
             client_micros = int(exchange.client_duration * 1000000)
             path = _string(exchange.path)
-            # As few pieces as the cached texts allow: each costs a copy when the f-string is joined.
+            if server_start and client_start:
+                # As few pieces as the cached texts allow: each costs a copy when the f-string is joined.
+                spans.append(
+                    f'{head}{server_id}{name}{server_parent}"timestamp":{int(server_start * 1000000)},"duration":'
+                    f"{server_micros if server_micros > 0 else 1},{server_tail}{tags.text}{path}{server_outcome}}}}},"
+                    f'{head}{exchange.client_span_id.to_bytes(8).hex()}{name}"parentId":"{server_id}",'
+                    f'"timestamp":{int(client_start * 1000000)},"duration":{client_micros if client_micros > 0 else 1},'
+                    f"{client_tail}{tags.text}{path}{client_outcome}}}}}"
+                )
+                continue
+            # A timestamp of 0 is left out, as py_zipkin leaves it (records made by hand; the gateway's have a clock).
+            server_time = f'"timestamp":{int(server_start * 1000000)},' if server_start else ""
+            client_time = f'"timestamp":{int(client_start * 1000000)},' if client_start else ""
             spans.append(
                 f'{head}{server_id}{name}{server_parent}{server_time}"duration":'
                 f"{server_micros if server_micros > 0 else 1},{server_tail}{tags.text}{path}{server_outcome}}}}},"
