@@ -17,8 +17,9 @@ from gateway.spans import Exchange
 # The most JSON (before compression) in one POST: a batch whose texts are long is split.
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 # A batch is encoded and compressed in slices with the event loop let in between: done in one go, a batch of 500
-# exchanges would hold every request in flight for a millisecond or more (about 2.4 us each), adding to their latency.
-EXCHANGES_PER_SLICE = 25
+# exchanges would hold every request in flight for a millisecond or more (about 2.8 us each), adding to their latency.
+# 50 holds them for about 0.15 ms; each slice costs about 35,000 instructions besides its spans.
+EXCHANGES_PER_SLICE = 50
 
 Sleep = Callable[[float], Awaitable[None]]
 

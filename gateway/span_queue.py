@@ -8,7 +8,6 @@ queue stops sampling instead of dropping half traces.
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
 
 from gateway.span_payload import SPANS_PER_EXCHANGE
 from gateway.spans import Exchange
@@ -35,7 +34,9 @@ class SpanQueue:
         self._max_spans = max_spans
         self._max_bytes = max_bytes
         self._batch_exchanges = batch_exchanges
-        self._waiting: deque[Exchange] = deque()
+        # A list, not a deque: a batch is usually everything waiting, taken whole by swapping in a new list.
+        self._waiting: list[Exchange] = []
+        self._waiting_bytes = 0  # the estimated bytes of the exchanges waiting, a part of _bytes
         self._reserved = 0
         self._in_flight = 0
         # Estimated bytes of the exchanges queued or in flight, plus RESERVED_BYTES per reservation.
@@ -102,21 +103,27 @@ class SpanQueue:
         else:
             self._bytes += size
         self._waiting.append(exchange)
+        self._waiting_bytes += size
         self.full_batch = len(self._waiting) >= self._batch_exchanges
         return None
 
     def take_batch(self) -> list[Exchange]:
         """The next batch, in flight (and still counted) until ``batch_done``."""
-        count = min(len(self._waiting), self._batch_exchanges)
-        popleft = self._waiting.popleft
-        batch = [popleft() for _ in range(count)]
+        waiting = self._waiting
+        count = min(len(waiting), self._batch_exchanges)
+        if count == len(waiting):
+            batch, self._waiting = waiting, []
+            in_flight_bytes = self._waiting_bytes
+        else:  # a backlog (the collector was slow or down): the batch's share of the bytes, counted again
+            batch = waiting[:count]
+            del waiting[:count]
+            in_flight_bytes = count * EXCHANGE_BYTES + sum(
+                [len(exchange.path) + len(exchange.name) + len(exchange.host) for exchange in batch]
+            )
+        self._waiting_bytes -= in_flight_bytes
+        self._in_flight_bytes = in_flight_bytes
         self.full_batch = len(self._waiting) >= self._batch_exchanges
         self._in_flight = count * SPANS_PER_EXCHANGE
-        # Recomputed rather than stored with each exchange (the queued copy's texts were cut when it was submitted);
-        # exchange_bytes() inline.
-        self._in_flight_bytes = count * EXCHANGE_BYTES + sum(
-            [len(exchange.path) + len(exchange.name) + len(exchange.host) for exchange in batch]
-        )
         return batch
 
     def batch_done(self) -> None:
@@ -129,6 +136,7 @@ class SpanQueue:
         lost = len(self._waiting) * SPANS_PER_EXCHANGE + self._in_flight
         if lost:
             self._waiting.clear()
+            self._waiting_bytes = 0
             self.full_batch = False
             self._in_flight = 0
         self._closed = True

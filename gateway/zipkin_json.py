@@ -206,9 +206,12 @@ class ZipkinJsonEncoder:
                 server_outcome = statuses.get(server_status)
                 if server_outcome is None:
                     server_outcome = self._outcome(server_status, None)
-                client_outcome = statuses.get(client_status)
-                if client_outcome is None:
-                    client_outcome = self._outcome(client_status, None)
+                if client_status == server_status:  # the upstream's answer passed on, the usual case
+                    client_outcome = server_outcome
+                else:
+                    client_outcome = statuses.get(client_status)
+                    if client_outcome is None:
+                        client_outcome = self._outcome(client_status, None)
             else:
                 server_outcome = self._outcome(server_status, error)
                 client_outcome = self._outcome(client_status, error)
