@@ -209,9 +209,8 @@ class ZipkinJsonEncoder:
                 if client_status == server_status:  # the upstream's answer passed on, the usual case
                     client_outcome = server_outcome
                 else:
-                    client_outcome = statuses.get(client_status)
-                    if client_outcome is None:
-                        client_outcome = self._outcome(client_status, None)
+                    found = statuses.get(client_status)
+                    client_outcome = found if found is not None else self._outcome(client_status, None)
             else:
                 server_outcome = self._outcome(server_status, error)
                 client_outcome = self._outcome(client_status, error)
