@@ -140,7 +140,9 @@ class Http1Upstream:
         except TimeoutError:
             connection.close()
             raise UpstreamTimeout("upstream timed out") from None
-        except (OSError, ssl.SSLError) as exc:
+        # UnicodeError: a host name the IDNA codec cannot encode (a label over 63 characters), which getaddrinfo
+        # raises as it is: no such name, as for one that does not resolve.
+        except (OSError, ssl.SSLError, UnicodeError) as exc:
             connection.close()
             raise UpstreamUnreachable("upstream unreachable") from exc
         except BaseException:

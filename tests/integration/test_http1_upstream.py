@@ -276,6 +276,18 @@ async def test_a_port_nobody_listens_on_is_unreachable() -> None:
             await upstream.aclose()
 
 
+async def test_a_host_name_no_resolver_can_encode_is_unreachable() -> None:
+    # A label over 63 characters: getaddrinfo's IDNA encoding raises UnicodeError, not an OSError.
+    upstream = Http1Upstream(CLIENT_TIMEOUT, 10)
+    try:
+        async with asyncio.timeout(BOUND):
+            with pytest.raises(UpstreamUnreachable) as raised:
+                await upstream.forward(request(f"http://{'a' * 64}.example/"))
+        assert isinstance(raised.value.__cause__, UnicodeError)
+    finally:
+        await upstream.aclose()
+
+
 def dropping_the_second_request() -> Handler:
     """The first connection answers one request and closes when the next comes: the keep-alive race, every time."""
 
