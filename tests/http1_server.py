@@ -8,17 +8,41 @@ A test writes its server's behaviour as a `Handler` of one connection, and stops
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httptools
+import pytest
 
 from tests.support import LOOPBACK
 from tests.tls_support import CertificateFactory
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+# The fixtures every module of these scenarios imports: both event loops (uvloop's transports are not
+# asyncio.Transport subclasses), and no error logged by the loop. Named apart from their fixture names, so that a
+# test can take `anyio_backend` without shadowing an import.
+
+
+@pytest.fixture(
+    name="anyio_backend",
+    params=[pytest.param("asyncio", id="asyncio"), pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")],
+)
+def on_both_event_loops(request: pytest.FixtureRequest) -> object:
+    return request.param
+
+
+@pytest.fixture(name="nothing_logged_by_asyncio", autouse=True)
+def asyncio_logs_nothing(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """An exception escaping a protocol callback, or a task's never retrieved, is logged by the loop: none may be."""
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    yield
+    errors = [record.getMessage() for record in caplog.records if record.name == "asyncio"]
+    assert errors == []
 
 
 @dataclass
@@ -66,15 +90,22 @@ class Peer:
     def on_message_complete(self) -> None:
         self.requests[-1].complete = True
 
-    async def _read(self) -> bool:
+    async def _receive(self) -> bytes:
+        """The next bytes the client sent, kept in ``raw``; b"" (and ``eof`` set) once it has closed its side."""
         try:
             data = await self.reader.read(65536)
         except ConnectionError:
             data = b""
-        if not data:
+        if data:
+            self.raw += data
+        else:
             self.eof.set()
+        return data
+
+    async def _read(self) -> bool:
+        data = await self._receive()
+        if not data:
             return False
-        self.raw += data
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -99,15 +130,8 @@ class Peer:
 
     async def until_eof(self) -> None:
         """Reads (without parsing) until the client closes its side."""
-        while True:
-            try:
-                data = await self.reader.read(65536)
-            except ConnectionError:
-                data = b""
-            if not data:
-                self.eof.set()
-                return
-            self.raw += data
+        while await self._receive():
+            pass
 
     async def write(self, data: bytes | memoryview) -> None:
         if self.writer.is_closing():

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -22,7 +21,18 @@ from gateway.collector_post import MAX_ANSWER_BYTES, USER_AGENT, CollectorPost, 
 from gateway.otlp_sender import OtlpHttpSender
 from gateway.span_payload import gzipped
 from gateway.span_sender import HttpSpanSender, RejectedError, RetryableError
-from tests.http1_server import OK, Handler, Peer, Server, answering, first_connection, ok, server_tls
+from tests.http1_server import (
+    OK,
+    Handler,
+    Peer,
+    Server,
+    answering,
+    asyncio_logs_nothing,  # noqa: F401 (a fixture: nothing logged by asyncio)
+    first_connection,
+    ok,
+    on_both_event_loops,  # noqa: F401 (a fixture: every scenario on asyncio and on uvloop)
+    server_tls,
+)
 from tests.support import LOOPBACK
 from tests.tls_support import CertificateFactory
 
@@ -32,22 +42,6 @@ BOUND = 5.0  # seconds: the most any scenario may take; every wait in this modul
 TIMEOUT = 3.0  # the client's own timeout unless a scenario sets one: below BOUND, so that it shows first
 SHORT = 0.3  # a timeout that a scenario means to run out
 PAYLOAD = gzipped(b"[]")
-
-
-@pytest.fixture(
-    params=[pytest.param("asyncio", id="asyncio"), pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> object:
-    return request.param
-
-
-@pytest.fixture(autouse=True)
-def nothing_logged_by_asyncio(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """An exception escaping a protocol callback, or a task's never retrieved, is logged by the loop: none may be."""
-    caplog.set_level(logging.ERROR, logger="asyncio")
-    yield
-    errors = [record.getMessage() for record in caplog.records if record.name == "asyncio"]
-    assert errors == []
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ sent (httptools' request parser, so chunked bodies come out de-chunked) and keep
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,7 +19,18 @@ import pytest
 
 from gateway.http1_upstream import HIGH_WATER, MAX_HEAD_BYTES, Http1Response, Http1Upstream, PooledConnectionClosed
 from gateway.proxy import UpstreamError, UpstreamRequest, UpstreamTimeout, UpstreamUnreachable
-from tests.http1_server import OK, Handler, Peer, Server, answering, first_connection, ok, server_tls
+from tests.http1_server import (
+    OK,
+    Handler,
+    Peer,
+    Server,
+    answering,
+    asyncio_logs_nothing,  # noqa: F401 (a fixture: nothing logged by asyncio)
+    first_connection,
+    ok,
+    on_both_event_loops,  # noqa: F401 (a fixture: every scenario on asyncio and on uvloop)
+    server_tls,
+)
 from tests.support import LOOPBACK
 from tests.tls_support import CertificateFactory
 from tests.waiting import until
@@ -30,22 +40,6 @@ pytestmark = pytest.mark.anyio
 BOUND = 5.0  # seconds: the most any scenario may take; every wait in this module is inside it
 CLIENT_TIMEOUT = 3.0  # the client's own timeout unless a scenario sets one: below BOUND, so that it shows first
 SHORT = 0.2  # a timeout that a scenario means to run out
-
-
-@pytest.fixture(
-    params=[pytest.param("asyncio", id="asyncio"), pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> object:
-    return request.param
-
-
-@pytest.fixture(autouse=True)
-def nothing_logged_by_asyncio(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """An exception escaping a protocol callback, or a task's never retrieved, is logged by the loop: none may be."""
-    caplog.set_level(logging.ERROR, logger="asyncio")
-    yield
-    errors = [record.getMessage() for record in caplog.records if record.name == "asyncio"]
-    assert errors == []
 
 
 # The client side.
